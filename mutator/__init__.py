@@ -1,0 +1,3 @@
+"""mutator: OPA Gatekeeper's admission resources, run by a Python admission controller."""
+
+__version__ = "0.1.0"

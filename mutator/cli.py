@@ -1,0 +1,159 @@
+"""The ``mutator`` command: serve | mutate | certs."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import orjson
+import yaml
+
+from . import __version__
+from .certs import CertPaths, default_hosts, make_certs
+
+DEFAULT_CERT_DIR = Path("certs/dev")
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from .webhook.admission import MutationOptions
+    from .webhook.server import ServerSettings, run
+
+    certs = CertPaths.in_dir(Path(args.certs_dir))
+    settings = ServerSettings(
+        policy_paths=[Path(p) for p in args.policies],
+        certfile=Path(args.cert or certs.cert),
+        keyfile=Path(args.key or certs.key),
+        host=args.host,
+        port=args.port,
+        reload_interval=args.reload_interval,
+        options=MutationOptions(
+            fail_open=args.fail_open,
+            exempt_namespaces=tuple(args.exempt_namespace),
+            own_usernames=tuple(args.own_username),
+        ),
+    )
+    run(settings)
+    return 0
+
+
+def _cmd_certs(args: argparse.Namespace) -> int:
+    hosts = default_hosts(args.service, args.namespace) + list(args.host)
+    paths = make_certs(Path(args.out), hosts, days=args.days, reuse_ca=not args.new_ca)
+    print(f"CA:          {paths.ca_cert}")
+    print(f"certificate: {paths.cert} (SANs: {', '.join(hosts)})")
+    print(f"key:         {paths.key}")
+    return 0
+
+
+def _cmd_mutate(args: argparse.Namespace) -> int:
+    from .mutation.core import deep_copy
+    from .policy import load_paths
+    from .webhook.admission import mutate_review, review_for
+
+    try:
+        policies = load_paths(args.filename, keep_objects=True)
+    except ValueError as err:
+        print(f"mutator mutate: {err}", file=sys.stderr)
+        return 2
+    for err in policies.errors:
+        print(f"error: policy rejected: {err}", file=sys.stderr)
+    for err in policies.conflicts:
+        print(f"warning: {err}", file=sys.stderr)
+    status = 2 if policies.errors else 0
+    outputs: list[object] = []
+    for doc in policies.objects:
+        review = review_for(doc.body)
+        outcome = mutate_review(review, policies.mutation, policies.namespace)
+        if outcome.error:
+            print(f"error: {doc.describe()}: {outcome.error}", file=sys.stderr)
+            status = max(status, 1)
+            continue
+        if args.patch:
+            outputs.append({"source": doc.source, "kind": doc.kind, "name": doc.name, "patch": outcome.patch})
+        else:
+            import jsonpatch
+
+            obj = deep_copy(doc.body)
+            outputs.append(jsonpatch.apply_patch(obj, outcome.patch) if outcome.patch else obj)
+    if args.output == "json":
+        sys.stdout.write(
+            orjson.dumps(outputs if len(outputs) != 1 else outputs[0], option=orjson.OPT_INDENT_2).decode()
+        )
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(yaml.safe_dump_all(outputs, sort_keys=False) if outputs else "")
+    return status
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mutator", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"mutator {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the admission webhook over HTTPS")
+    serve.add_argument("--policies", "-p", nargs="+", default=["examples"], help="policy files or directories")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8443)
+    serve.add_argument("--certs-dir", default=str(DEFAULT_CERT_DIR), help="where tls.crt and tls.key are")
+    serve.add_argument("--cert", help="serving certificate (default: <certs-dir>/tls.crt)")
+    serve.add_argument("--key", help="serving key (default: <certs-dir>/tls.key)")
+    serve.add_argument("--reload-interval", type=float, default=1.0, help="seconds between policy file checks")
+    serve.add_argument(
+        "--fail-open",
+        action="store_true",
+        help="answer allowed (with a warning) when mutation fails, instead of denying",
+    )
+    serve.add_argument(
+        "--exempt-namespace",
+        action="append",
+        default=[],
+        help="never mutate requests in this namespace (glob; repeatable)",
+    )
+    serve.add_argument(
+        "--own-username",
+        action="append",
+        default=[],
+        help="never mutate requests from this user (mutator's service account; repeatable)",
+    )
+    serve.set_defaults(func=_cmd_serve)
+
+    certs = sub.add_parser("certs", help="make a CA and a serving certificate")
+    certs.add_argument("--out", default=str(DEFAULT_CERT_DIR))
+    certs.add_argument("--service", default="mutator-webhook-service")
+    certs.add_argument("--namespace", default="mutator-system")
+    certs.add_argument("--host", action="append", default=[], help="extra SAN (DNS name or IP; repeatable)")
+    certs.add_argument("--days", type=int, default=365)
+    certs.add_argument("--new-ca", action="store_true", help="make a new CA even if one exists")
+    certs.set_defaults(func=_cmd_certs)
+
+    mutate = sub.add_parser("mutate", help="mutate objects with the mutators given, print the result")
+    mutate.add_argument(
+        "-f",
+        "--filename",
+        nargs="+",
+        required=True,
+        action="extend",
+        help="files or directories holding mutators and objects",
+    )
+    mutate.add_argument("--patch", action="store_true", help="print the JSON patches instead of the objects")
+    mutate.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
+    mutate.set_defaults(func=_cmd_mutate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

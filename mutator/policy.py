@@ -1,0 +1,176 @@
+"""Policy sources: a set of loaded policies, built from documents and swapped in whole.
+
+A :class:`PolicySet` is immutable once built: the server holds one reference and replaces it atomically, so
+a request always sees a complete, consistent set.  :class:`DirectorySource` reads a directory (or files)
+of Gatekeeper YAML and rebuilds the set when a file changes; a file that stops parsing keeps its last good
+documents, and a bad resource is rejected with its reason while the others keep working.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .match import PolicyError
+from .mutation import MutationSystem, is_mutator_resource, mutator_from_resource
+from .resources import Document, DocumentError, expand_paths, read_file
+
+log = logging.getLogger("mutator.policy")
+
+
+@dataclass(frozen=True, slots=True)
+class LoadError:
+    source: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.source}: {self.message}"
+
+
+@dataclass(slots=True)
+class PolicySet:
+    mutation: MutationSystem = field(default_factory=MutationSystem)
+    namespaces: dict[str, Mapping[str, Any]] = field(default_factory=dict)
+    errors: list[LoadError] = field(default_factory=list)
+    conflicts: list[LoadError] = field(default_factory=list)
+    objects: list[Document] = field(default_factory=list)  # documents that are not policies
+
+    def namespace(self, name: str) -> Mapping[str, Any]:
+        """The Namespace object for ``name``: the loaded one, else a label-less stand-in."""
+        found = self.namespaces.get(name)
+        if found is not None:
+            return found
+        return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+
+
+def build_policy_set(documents: Iterable[Document], *, keep_objects: bool = False) -> PolicySet:
+    policies = PolicySet()
+    for doc in documents:
+        body = doc.body
+        if is_mutator_resource(body):
+            try:
+                mutator = mutator_from_resource(body)
+            except PolicyError as err:
+                policies.errors.append(LoadError(doc.describe(), str(err)))
+                continue
+            if mutator.id in policies.mutation:
+                policies.errors.append(
+                    LoadError(doc.describe(), f"duplicate {mutator.id}: replaces the one loaded before")
+                )
+            conflict = policies.mutation.upsert(mutator)
+            if conflict:
+                policies.conflicts.append(LoadError(doc.describe(), conflict))
+        elif body.get("apiVersion") == "v1" and body.get("kind") == "Namespace" and doc.name:
+            policies.namespaces[doc.name] = body
+            if keep_objects:
+                policies.objects.append(doc)
+        elif keep_objects:
+            policies.objects.append(doc)
+    return policies
+
+
+def load_paths(paths: Iterable[str | Path], *, keep_objects: bool = False) -> PolicySet:
+    """Load policies (and, with keep_objects, the other documents) from files and directories."""
+    docs: list[Document] = []
+    errors: list[LoadError] = []
+    for path in expand_paths(paths):
+        try:
+            docs.extend(read_file(path))
+        except DocumentError as err:
+            errors.append(LoadError(str(path), str(err)))
+    policies = build_policy_set(docs, keep_objects=keep_objects)
+    policies.errors[:0] = errors
+    return policies
+
+
+def _signature(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size
+
+
+class DirectorySource:
+    """Policies from a directory or files, reloaded when they change (polling; no restart)."""
+
+    def __init__(self, paths: Iterable[str | Path], *, interval: float = 1.0) -> None:
+        self.paths = [Path(p) for p in paths]
+        self.interval = interval
+        self._signatures: dict[Path, tuple[int, int] | None] = {}
+        self._docs: dict[Path, list[Document]] = {}
+        self._lock = threading.Lock()
+        self.current = PolicySet()
+        self.generation = 0
+        self.loaded = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def reload(self) -> bool:
+        """Re-read changed files; rebuild and swap the policy set if anything changed."""
+        with self._lock:
+            try:
+                files = expand_paths(self.paths)
+            except DocumentError as err:
+                log.error("policy source: %s", err)
+                files = [p for p in self._docs if p.exists()]
+            changed = False
+            file_errors: list[LoadError] = []
+            seen = set(files)
+            for gone in [p for p in self._docs if p not in seen]:
+                del self._docs[gone]
+                self._signatures.pop(gone, None)
+                changed = True
+            for path in files:
+                sig = _signature(path)
+                if path in self._signatures and self._signatures[path] == sig:
+                    continue
+                self._signatures[path] = sig
+                changed = True
+                try:
+                    self._docs[path] = read_file(path)
+                except DocumentError as err:
+                    kept = len(self._docs.get(path, []))
+                    msg = f"{err}; keeping the {kept} documents loaded before" if kept else str(err)
+                    file_errors.append(LoadError(str(path), msg))
+            if not changed and self.loaded.is_set():
+                return False
+            docs = [doc for path in files for doc in self._docs.get(path, [])]
+            policies = build_policy_set(docs)
+            policies.errors[:0] = file_errors
+            for err in policies.errors:
+                log.error("policy rejected: %s", err)
+            for err in policies.conflicts:
+                log.error("mutator conflict: %s", err)
+            self.current = policies
+            self.generation += 1
+            self.loaded.set()
+            log.info(
+                "policies loaded (generation %d): %d mutators, %d rejected, %d conflicting",
+                self.generation,
+                len(policies.mutation),
+                len(policies.errors),
+                len(policies.mutation.conflicting()),
+            )
+            return True
+
+    def start(self) -> None:
+        """Load now, then watch for changes in a background thread."""
+        self.reload()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._watch, name="policy-watch", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.reload()
+            except Exception:  # never let the watcher die; the last good set keeps serving
+                log.exception("policy reload failed; keeping the last loaded policies")

@@ -1,0 +1,91 @@
+"""YAML/JSON documents from files and directories, with the place each came from for error messages."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+try:  # libyaml's loader is ~10x faster when present
+    _Loader: type[yaml.SafeLoader] = yaml.CSafeLoader  # type: ignore[attr-defined]
+except AttributeError:  # pragma: no cover - depends on the build of pyyaml
+    _Loader = yaml.SafeLoader
+
+YAML_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+class DocumentError(ValueError):
+    """A file that cannot be read or parsed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    body: dict[str, Any]
+    source: str  # "file.yaml#2": the file and the document's index in it
+
+    @property
+    def kind(self) -> str:
+        kind = self.body.get("kind")
+        return kind if isinstance(kind, str) else ""
+
+    @property
+    def name(self) -> str:
+        meta = self.body.get("metadata")
+        name = meta.get("name") if isinstance(meta, dict) else None
+        return name if isinstance(name, str) else ""
+
+    def describe(self) -> str:
+        return f"{self.source} ({self.kind or '?'} {self.name or '?'})"
+
+
+def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
+    """Files named directly, and every YAML/JSON file under directories, in a stable order."""
+    out: list[Path] = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix in YAML_SUFFIXES))
+        elif p.exists():
+            out.append(p)
+        else:
+            raise DocumentError(f"{p}: no such file or directory")
+    return out
+
+
+def parse_documents(text: str, source: str) -> list[Document]:
+    """Every mapping document in a YAML stream; a ``kind: List`` is flattened into its items."""
+    try:
+        raw = list(yaml.load_all(text, Loader=_Loader))
+    except yaml.YAMLError as err:
+        raise DocumentError(f"{source}: invalid YAML: {err}") from err
+    docs: list[Document] = []
+    for i, body in enumerate(raw):
+        if body is None:
+            continue
+        if not isinstance(body, dict):
+            raise DocumentError(f"{source}#{i}: a document must be a mapping, got {type(body).__name__}")
+        if body.get("kind") == "List" and isinstance(body.get("items"), list):
+            docs.extend(
+                Document(item, f"{source}#{i}.items[{j}]")
+                for j, item in enumerate(body["items"])
+                if isinstance(item, dict)
+            )
+        else:
+            docs.append(Document(body, f"{source}#{i}"))
+    return docs
+
+
+def read_file(path: Path) -> list[Document]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise DocumentError(f"{path}: cannot read: {err}") from err
+    return parse_documents(text, str(path))
+
+
+def iter_documents(paths: Iterable[str | Path]) -> Iterator[Document]:
+    for path in expand_paths(paths):
+        yield from read_file(path)

@@ -1,0 +1,1 @@
+"""The admission webhook: HTTPS server, routes and AdmissionReview handling."""

@@ -1,0 +1,89 @@
+"""The Starlette application: routes only; the work is in admission.py and the policy set it is given."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from ..policy import PolicySet
+from .admission import MAX_BODY_BYTES, BadReview, MutationOptions, envelope, mutate_review, parse_review
+
+log = logging.getLogger("mutator.webhook")
+
+PolicyProvider = Callable[[], PolicySet]
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _read_body(request: Request) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise _TooLarge(int(declared))
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise _TooLarge(size)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _bad_request(reason: str) -> JSONResponse:
+    return JSONResponse({"error": "bad request", "reason": reason}, status_code=400)
+
+
+def create_app(
+    policies: PolicyProvider,
+    *,
+    ready: Callable[[], bool] = lambda: True,
+    options: MutationOptions | None = None,
+) -> Starlette:
+    """Build the app. ``policies`` returns the current policy set (read once per request)."""
+    mutation_options = options or MutationOptions()
+
+    async def mutate(request: Request) -> Response:
+        try:
+            body = await _read_body(request)
+        except _TooLarge as err:
+            return _bad_request(f"request body is over the {MAX_BODY_BYTES} byte limit ({err.args[0]} bytes)")
+        except ClientDisconnect:
+            return Response(status_code=400)
+        try:
+            review = parse_review(body)
+        except BadReview as err:
+            return _bad_request(str(err))
+        current = policies()
+        try:
+            outcome = mutate_review(review, current.mutation, current.namespace, mutation_options)
+        except Exception:  # a bug must not become a traceback on the wire or a dead worker
+            log.exception("internal error while mutating request %s", review["request"].get("uid"))
+            response = {
+                "uid": review["request"]["uid"],
+                "allowed": mutation_options.fail_open,
+                "status": {"code": 500, "message": "internal error in mutator; see its log"},
+            }
+            return JSONResponse(envelope(review, response))
+        return JSONResponse(envelope(review, outcome.response))
+
+    async def healthz(request: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    async def readyz(request: Request) -> Response:
+        if ready():
+            return PlainTextResponse("ok")
+        return PlainTextResponse("policies not loaded yet", status_code=503)
+
+    routes = [
+        Route("/v1/mutate", mutate, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+    ]
+    return Starlette(routes=routes)

@@ -1,0 +1,70 @@
+"""Serve the Starlette app with hypercorn over TLS."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+from hypercorn.asyncio import serve as hypercorn_serve
+from hypercorn.config import Config
+
+from ..policy import DirectorySource
+from .admission import MutationOptions
+from .app import create_app
+
+log = logging.getLogger("mutator.server")
+
+
+@dataclass(slots=True)
+class ServerSettings:
+    policy_paths: list[Path]
+    certfile: Path
+    keyfile: Path
+    host: str = "127.0.0.1"
+    port: int = 8443
+    reload_interval: float = 1.0
+    options: MutationOptions | None = None
+
+
+def hypercorn_config(settings: ServerSettings) -> Config:
+    config = Config()
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    config.bind = [f"{host}:{settings.port}"]
+    config.certfile = str(settings.certfile)
+    config.keyfile = str(settings.keyfile)
+    config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")
+    config.graceful_timeout = 5.0
+    config.keep_alive_timeout = 60.0
+    return config
+
+
+def run(settings: ServerSettings) -> None:
+    for path in (settings.certfile, settings.keyfile):
+        if not path.is_file():
+            raise SystemExit(f"mutator serve: {path}: no such file (make certificates with `mutator certs`)")
+    source = DirectorySource(settings.policy_paths, interval=settings.reload_interval)
+    source.start()
+    app = create_app(lambda: source.current, ready=source.loaded.is_set, options=settings.options)
+    config = hypercorn_config(settings)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        log.info(
+            "serving https://%s:%d (policies: %s)",
+            settings.host,
+            settings.port,
+            ", ".join(str(p) for p in settings.policy_paths),
+        )
+        await hypercorn_serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+
+    try:
+        asyncio.run(main())
+    finally:
+        source.stop()
