@@ -1,0 +1,47 @@
+# mutator: two commands.  `make run` sets up and serves; `make test` sets up and runs every test.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+CERTS  := certs/dev
+HOST   ?= 127.0.0.1
+PORT   ?= 8443
+POLICIES ?= examples/policies
+
+.PHONY: run test setup setup-test certs lint bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+setup-test: $(VENV)/.installed-test
+
+certs: setup
+	@test -f $(CERTS)/tls.crt || $(VENV)/bin/mutator certs --out $(CERTS)
+
+run: setup certs
+	@echo "mutator: serving https://$(HOST):$(PORT) with the policies in $(POLICIES) (Ctrl-C stops)"
+	@echo "try:  curl --cacert $(CERTS)/ca.crt -H 'Content-Type: application/json' \\"
+	@echo "        --data @examples/objects/pod-review.json https://$(HOST):$(PORT)/v1/mutate"
+	$(VENV)/bin/mutator serve --policies $(POLICIES) --certs-dir $(CERTS) --host $(HOST) --port $(PORT)
+
+test: setup-test
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pytest -q
+
+lint: setup-test
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+bench: setup-test
+	$(PY) bench/bench_mutation.py
+
+clean:
+	rm -rf $(VENV) $(CERTS) .pytest_cache .ruff_cache
