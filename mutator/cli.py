@@ -78,6 +78,8 @@ def _cmd_mutate(args: argparse.Namespace) -> int:
 
             obj = deep_copy(doc.body)
             outputs.append(jsonpatch.apply_patch(obj, outcome.patch) if outcome.patch else obj)
+    if args.jsonpath:
+        return _print_jsonpath(args.jsonpath, outputs, status)
     if args.output == "json":
         sys.stdout.write(
             orjson.dumps(outputs if len(outputs) != 1 else outputs[0], option=orjson.OPT_INDENT_2).decode()
@@ -85,6 +87,22 @@ def _cmd_mutate(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     else:
         sys.stdout.write(yaml.safe_dump_all(outputs, sort_keys=False) if outputs else "")
+    return status
+
+
+def _print_jsonpath(expression: str, outputs: list[object], status: int) -> int:
+    """Print the values a JSONPath expression selects in each output, one per line (JSON for non-strings)."""
+    from jsonpath_ng.ext import parse as jsonpath_parse
+
+    try:
+        compiled = jsonpath_parse(expression)
+    except Exception as err:  # jsonpath-ng raises plain Exception for parse errors
+        print(f"mutator mutate: --jsonpath {expression!r}: {err}", file=sys.stderr)
+        return 2
+    for output in outputs:
+        for match in compiled.find(output):
+            value = match.value
+            sys.stdout.write((value if isinstance(value, str) else orjson.dumps(value).decode()) + "\n")
     return status
 
 
@@ -141,6 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mutate.add_argument("--patch", action="store_true", help="print the JSON patches instead of the objects")
     mutate.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
+    mutate.add_argument(
+        "--jsonpath",
+        help="print only what this JSONPath selects in each result, e.g. '$.spec.containers[*].imagePullPolicy'",
+    )
     mutate.set_defaults(func=_cmd_mutate)
     return parser
 
