@@ -9,7 +9,7 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 
-from ..match import MatchError
+from ..match import MatchError, gvk_of
 from .core import MutationError, deep_copy, json_equal
 from .mutators import Mutable, Mutator, MutatorID
 from .schema import SchemaDB
@@ -26,6 +26,9 @@ class MutationSystem:
         self._ids: list[MutatorID] = []
         self._mutators: dict[MutatorID, Mutator] = {}
         self.schema = SchemaDB()
+        # (group, version, kind) -> the mutators that can apply to it, in order, conflicts left out.
+        # Built on first use after a change, so a request only touches the mutators that can match.
+        self._by_gvk: dict[tuple[str, str, str], list[Mutator]] = {}
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -45,6 +48,7 @@ class MutationSystem:
         if mid not in self._mutators:
             bisect.insort(self._ids, mid)
         self._mutators[mid] = mutator
+        self._by_gvk.clear()
         self.schema.upsert(mutator)
         conflicting = self.schema.conflicts.get(mid)
         if conflicting:
@@ -56,6 +60,7 @@ class MutationSystem:
         if mid in self._mutators:
             del self._mutators[mid]
             self._ids.remove(mid)
+            self._by_gvk.clear()
             self.schema.remove(mid)
 
     def conflicting(self) -> set[MutatorID]:
@@ -63,7 +68,6 @@ class MutationSystem:
 
     def mutate(self, mutable: Mutable) -> MutationResult:
         """Mutate ``mutable.object`` in place."""
-        active = [m for mid, m in self._mutators_in_order() if not self.schema.has_conflicts(mid)]
         max_passes = len(self._ids) + 1
         changed_any = False
         before = None
@@ -74,7 +78,7 @@ class MutationSystem:
             if iteration > 1:
                 before = deep_copy(mutable.object)
             changed = False
-            for mutator in active:
+            for mutator in self._active_for(gvk_of(mutable.object)):
                 try:
                     if not mutator.matches(mutable):
                         continue
@@ -98,8 +102,20 @@ class MutationSystem:
             f"(mutators: {', '.join(str(m) for m in self._ids)})"
         )
 
-    def _mutators_in_order(self) -> list[tuple[MutatorID, Mutator]]:
-        return [(mid, self._mutators[mid]) for mid in self._ids]
+    def _active_for(self, gvk: tuple[str, str, str]) -> list[Mutator]:
+        active = self._by_gvk.get(gvk)
+        if active is None:
+            group, version, kind = gvk
+            active = [
+                m
+                for mid, m in ((mid, self._mutators[mid]) for mid in self._ids)
+                if not self.schema.has_conflicts(mid)
+                and (not m.requires_apply_to or any(a.applies(group, version, kind) for a in m.apply_to))
+            ]
+            if len(self._by_gvk) > 4096:  # bounded: unknown kinds must not grow memory without end
+                self._by_gvk.clear()
+            self._by_gvk[gvk] = active
+        return active
 
 
 def _describe(mutable: Mutable) -> str:
