@@ -1,0 +1,1 @@
+"""Validation: ConstraintTemplates (Rego and CEL), constraints and enforcement actions."""

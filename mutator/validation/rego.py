@@ -1,0 +1,270 @@
+"""The Rego engine, behind one small adapter: regorus (PyPI ``gordon-to-regorus``), a Rust Rego interpreter.
+
+A template's Rego (and its ``libs``) is parsed and compiled once, into a :class:`RegoProgram` holding its own
+engine.  Evaluation sets ``input`` as JSON text and reads ``violation`` back as JSON.  Gatekeeper still accepts
+a few things regorus does not: the deprecated builtins ``any``, ``all``, ``re_match`` and ``set_diff`` are
+added as extensions, and rules with several bodies (``p { a } { b }``) are rewritten into one rule per body.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import regorus
+
+__all__ = ["RegoCompileError", "RegoEvalError", "RegoProgram", "normalize_source"]
+
+
+class RegoCompileError(ValueError):
+    """Rego that does not parse or compile; the message carries the file and line."""
+
+
+class RegoEvalError(RuntimeError):
+    """Evaluation failed (a builtin error, a conflict in a complete rule, ...)."""
+
+
+def clean_error(err: BaseException) -> str:
+    """The engine's message without the Rust backtrace."""
+    text = str(err)
+    cut = text.find("Stack backtrace:")
+    if cut >= 0:
+        text = text[:cut]
+    return text.strip()
+
+
+# --------------------------------------------------------------------------- deprecated builtins
+
+
+def _any(collection: Any) -> bool:
+    values = collection.values() if isinstance(collection, dict) else collection
+    return any(v is True for v in values)
+
+
+def _all(collection: Any) -> bool:
+    values = collection.values() if isinstance(collection, dict) else collection
+    return all(v is True for v in values)
+
+
+def _re_match(pattern: str, value: str) -> bool:
+    return re.search(pattern, value) is not None
+
+
+def _set_diff(a: Any, b: Any) -> Any:
+    right = list(b)
+    return [x for x in a if x not in right]
+
+
+DEPRECATED_BUILTINS = {"any": (1, _any), "all": (1, _all), "re_match": (2, _re_match), "set_diff": (2, _set_diff)}
+_CALL = re.compile(r"(?<![\w.])(any|all|re_match|set_diff)\s*\(")
+
+
+# --------------------------------------------------------------------------- source normalization
+
+_ENDS_TERM = set('abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_])"`')
+
+
+def normalize_source(source: str) -> str:
+    """Rewrite two constructs OPA accepts and regorus does not, leaving everything else byte for byte:
+
+    - a rule with several bodies, ``head { a } { b }``, becomes ``head { a }`` and ``head { b }``;
+    - in a body, a line starting with ``(`` after a line ending in a term is a new expression in OPA (a
+      newline ends an expression), where regorus reads a call: a ``;`` makes the break explicit.
+    """
+    out: list[str] = []
+    copied = 0
+    stack: list[str] = []
+    stmt_start: int | None = None  # where the current top-level statement starts
+    head_end: int | None = None  # its first top-level "{"
+    closed_body = False  # the last significant character closed a top-level body
+    prev = ""  # the last significant character
+    newline_at: int | None = None  # a newline inside a body since the last significant character
+    i, n = 0, len(source)
+    while i < n:
+        ch = source[i]
+        if ch == "#":
+            j = source.find("\n", i)
+            i = n if j < 0 else j
+            continue
+        if ch == "\n":
+            if not stack:
+                stmt_start, head_end, closed_body = None, None, False
+            elif stack[-1] == "{" and newline_at is None:
+                newline_at = i
+            i += 1
+            continue
+        if ch.isspace():
+            i += 1
+            continue
+        if ch == "(" and newline_at is not None and prev in _ENDS_TERM:
+            out.append(source[copied:newline_at])
+            out.append(";")
+            copied = newline_at
+        newline_at = None
+        if not stack and stmt_start is None:
+            stmt_start = i
+        if ch in '"`':
+            j = i + 1
+            while j < n and source[j] != ch:
+                j += 2 if ch == '"' and source[j] == "\\" else 1
+            i = j + 1
+            prev = ch
+            closed_body = False
+            continue
+        if ch == "{" and not stack and prev in "=:,":
+            stack.append("V")  # an object or set value in a rule head, not a body
+            closed_body = False
+        elif ch in "{[(":
+            if not stack and ch == "{":
+                if closed_body and stmt_start is not None and head_end is not None:
+                    out.append(source[copied:i].rstrip(" \t"))
+                    out.append("\n" + source[stmt_start:head_end].rstrip() + " ")
+                    copied = i
+                elif head_end is None:
+                    head_end = i
+            stack.append(ch)
+            closed_body = False
+        elif ch in "}])":
+            opened = stack.pop() if stack else ""
+            closed_body = not stack and ch == "}" and opened == "{"
+        else:
+            closed_body = False
+        prev = ch
+        i += 1
+    out.append(source[copied:])
+    return _pad_sprintf("".join(out))
+
+
+_SPRINTF = re.compile(r'(?<![\w.])sprintf\(\s*("(?:[^"\\\n]|\\.)*")\s*,\s*\[')
+_VERB = re.compile(r"%[-+# 0]*(?:\d+|\*)?(?:\.(?:\d+|\*))?([a-zA-Z%])")
+
+
+def _pad_sprintf(source: str) -> str:
+    """Go's fmt prints ``%!v(MISSING)`` for a verb with no argument, and OPA's sprintf with it, where regorus
+    raises an error. For calls with a literal format and a literal argument array that is too short, append
+    the text Go would print, so messages read exactly as Gatekeeper's."""
+    out: list[str] = []
+    copied = 0
+    for match in _SPRINTF.finditer(source):
+        verbs = [v for v in _VERB.findall(match.group(1)) if v != "%"]
+        start = match.end()  # just after "["
+        depth, i, args, has_item = 0, start, 0, False
+        while i < len(source):
+            ch = source[i]
+            if ch == '"':
+                i += 1
+                while i < len(source) and source[i] != '"':
+                    i += 2 if source[i] == "\\" else 1
+                has_item = True
+            elif ch in "[({":
+                depth += 1
+                has_item = True
+            elif ch in "])}":
+                if depth == 0:
+                    break
+                depth -= 1
+            elif ch == "," and depth == 0:
+                args += 1
+                has_item = False
+            elif not ch.isspace():
+                has_item = True
+            i += 1
+        else:
+            continue
+        count = args + (1 if has_item else 0)
+        if count >= len(verbs):
+            continue
+        missing = ", ".join(f'"%!{verb}(MISSING)"' for verb in verbs[count:])
+        out.append(source[copied:i].rstrip())
+        out.append((", " if count else "") + missing)
+        copied = i
+    out.append(source[copied:])
+    return "".join(out)
+
+
+# --------------------------------------------------------------------------- programs
+
+
+@dataclass(frozen=True, slots=True)
+class RegoSource:
+    rego: str
+    libs: Sequence[str] = ()
+    v1: bool = False
+
+
+def _package(source: str) -> str:
+    match = re.search(r"^\s*package\s+([\w.]+)", source, re.MULTILINE)
+    if not match:
+        raise RegoCompileError("rego: no package declaration")
+    return match.group(1)
+
+
+class RegoProgram:
+    """One template's Rego, compiled once. ``evaluate`` is the request-time call."""
+
+    __slots__ = ("_data_version", "_engine", "package", "uses_inventory")
+
+    def __init__(self, source: RegoSource, *, name: str = "template") -> None:
+        self.package = _package(source.rego)
+        engine = regorus.Engine()
+        engine.set_rego_v0(not source.v1)
+        texts = [(f"{name}.rego", source.rego)] + [(f"{name}.lib{i}.rego", lib) for i, lib in enumerate(source.libs)]
+        used = set()
+        for _, text in texts:
+            used.update(_CALL.findall(text))
+        for builtin in sorted(used):
+            nargs, fn = DEPRECATED_BUILTINS[builtin]
+            try:
+                engine.add_extension(builtin, nargs, fn)
+            except Exception as err:  # a builtin the engine already has
+                if "already" not in str(err):
+                    raise RegoCompileError(clean_error(err)) from err
+        for filename, text in texts:
+            self._add(engine, filename, text)
+        try:
+            engine.eval_rule_as_json(f"data.{self.package}.violation")
+        except Exception as err:
+            message = clean_error(err)
+            if "not a valid rule path" in message or "not found" in message:
+                raise RegoCompileError(f"rego: package {self.package} has no violation rule") from err
+            # evaluating with no input may fail at run time; that is not a compile error
+        self._engine = engine
+        self._data_version = -1
+        self.uses_inventory = any("data.inventory" in text for _, text in texts)
+
+    @staticmethod
+    def _add(engine: regorus.Engine, filename: str, text: str) -> None:
+        try:
+            engine.add_policy(filename, normalize_source(text))
+        except Exception as err:
+            raise RegoCompileError(clean_error(err)) from err
+
+    def set_data(self, data_json: str, version: int) -> None:
+        """Replace ``data`` (the inventory) if it changed since the last call; never recompiles."""
+        if version == self._data_version:
+            return
+        self._engine.clear_data()
+        self._engine.add_data_json(data_json)
+        self._data_version = version
+
+    def evaluate(self, input_json: str | bytes) -> list[dict[str, Any]]:
+        """Violations as ``[{"msg": ..., "details": ...}]`` for an input given as JSON text."""
+        engine = self._engine
+        engine.set_input_json(input_json if isinstance(input_json, str) else input_json.decode())
+        try:
+            raw = engine.eval_rule_as_json(f"data.{self.package}.violation")
+        except Exception as err:
+            message = clean_error(err)
+            raise RegoEvalError(message) from err
+        result = orjson.loads(raw) if raw else []
+        if result is None:
+            return []
+        if isinstance(result, Mapping):  # an object-valued violation set is unusual; keep its values
+            result = list(result.values())
+        if not isinstance(result, list):
+            raise RegoEvalError(f"violation must be a set of objects, got {json.dumps(result)[:200]}")
+        return [v for v in result if isinstance(v, dict)]

@@ -1,0 +1,149 @@
+"""The validation system: templates, their constraints, the inventory, and the review of one request."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from ..match import Matchable, MatchError, PolicyError
+from .constraints import WEBHOOK_POINT, Constraint, constraint_from_resource
+from .inventory import Inventory
+from .rego import RegoEvalError
+from .templates import ENGINE_CEL, Template
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    constraint: Constraint
+    message: str
+    details: Any
+    actions: tuple[str, ...]
+
+    @property
+    def text(self) -> str:
+        """Gatekeeper's form: ``[<constraint name>] <message>``."""
+        return f"[{self.constraint.name}] {self.message}"
+
+
+@dataclass(slots=True)
+class ReviewResult:
+    violations: list[Violation] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def with_action(self, action: str) -> list[Violation]:
+        return [v for v in self.violations if action in v.actions]
+
+
+@dataclass(slots=True)
+class _Entry:
+    constraint: Constraint
+    params_json: str
+
+
+class ValidationSystem:
+    def __init__(self, *, enable_cel: bool = True, inventory: Inventory | None = None) -> None:
+        self.enable_cel = enable_cel
+        self.templates: dict[str, Template] = {}
+        self._constraints: dict[str, dict[str, _Entry]] = {}
+        self._pending: dict[tuple[str, str], Mapping[str, Any]] = {}  # constraints waiting for their template
+        self.inventory = inventory if inventory is not None else Inventory()
+
+    # -- policies
+
+    def add_template(self, template: Template) -> list[tuple[Mapping[str, Any], PolicyError]]:
+        """Add or replace a template; constraints of its kind are checked again. Returns rejected constraints."""
+        self.templates[template.kind] = template
+        rejected = []
+        existing = [e.constraint.resource for e in self._constraints.pop(template.kind, {}).values()]
+        pending = [r for (kind, _), r in list(self._pending.items()) if kind == template.kind]
+        for resource in existing + pending:
+            try:
+                self.add_constraint(resource)
+            except PolicyError as err:
+                rejected.append((resource, err))
+        return rejected
+
+    def remove_template(self, kind: str) -> None:
+        self.templates.pop(kind, None)
+        for entry in self._constraints.pop(kind, {}).values():
+            self._pending[entry.constraint.key] = entry.constraint.resource
+
+    def add_constraint(self, resource: Mapping[str, Any]) -> Constraint:
+        kind = str(resource.get("kind") or "")
+        constraint = constraint_from_resource(resource, self.templates.get(kind))
+        self._pending.pop(constraint.key, None)
+        self._constraints.setdefault(kind, {})[constraint.name] = _Entry(
+            constraint, orjson.dumps(constraint.parameters).decode() if constraint.parameters is not None else "{}"
+        )
+        return constraint
+
+    def remove_constraint(self, kind: str, name: str) -> None:
+        self._constraints.get(kind, {}).pop(name, None)
+        self._pending.pop((kind, name), None)
+
+    def constraints(self) -> list[Constraint]:
+        return [e.constraint for by_name in self._constraints.values() for e in by_name.values()]
+
+    # -- review
+
+    def review(
+        self,
+        review: Mapping[str, Any],
+        *,
+        namespace_object: Mapping[str, Any] | None = None,
+        source: str = "Original",
+        point: str = WEBHOOK_POINT,
+    ) -> ReviewResult:
+        """Evaluate every matching constraint against ``review`` (an ``input.review``)."""
+        result = ReviewResult()
+        obj = review.get("object")
+        if not isinstance(obj, Mapping) or not obj:
+            obj = review.get("oldObject")
+        if not isinstance(obj, Mapping):
+            return result
+        target = Matchable(obj, namespace_object, source)
+        review_json: str | None = None
+        for kind, by_name in self._constraints.items():
+            template = self.templates.get(kind)
+            if template is None:
+                continue
+            for entry in by_name.values():
+                constraint = entry.constraint
+                actions = tuple(constraint.actions_for(point))
+                if not actions:
+                    continue
+                try:
+                    if not constraint.match.matches(target):
+                        continue
+                except MatchError as err:
+                    result.errors.append(f"[{constraint.name}] failed to run match criteria: {err}")
+                    continue
+                try:
+                    if template.engine == ENGINE_CEL:
+                        found = [
+                            (v.message, {})
+                            for v in template.program.evaluate(
+                                object=review.get("object"),
+                                old_object=review.get("oldObject"),
+                                params=constraint.parameters,
+                                request=review,
+                                namespace_object=namespace_object,
+                            )
+                        ]
+                    else:
+                        if review_json is None:
+                            review_json = orjson.dumps(review).decode()
+                        program = template.program
+                        if program.uses_inventory:
+                            program.set_data(self.inventory.data_json(), self.inventory.version)
+                        raw = program.evaluate(f'{{"review":{review_json},"parameters":{entry.params_json}}}')
+                        found = [(str(v.get("msg", "")), v.get("details", {})) for v in raw]
+                except (RegoEvalError, RuntimeError, ValueError) as err:
+                    result.errors.append(f"[{constraint.name}] evaluation failed: {err}")
+                    continue
+                for message, details in found:
+                    result.violations.append(Violation(constraint, message, details, actions))
+        return result
