@@ -106,6 +106,32 @@ def _print_jsonpath(expression: str, outputs: list[object], status: int) -> int:
     return status
 
 
+def _cmd_verify(args: argparse.Namespace) -> int:
+    import re
+
+    from .verify import find_suites, run_suite
+
+    run = re.compile(args.run) if args.run else None
+    passed = failed = 0
+    for target in args.paths:
+        try:
+            suites = find_suites(target)
+        except FileNotFoundError as err:
+            print(f"mutator verify: {err}", file=sys.stderr)
+            return 2
+        for suite in suites:
+            for result in run_suite(suite, run=run, enable_cel=not args.disable_cel):
+                if result.passed:
+                    passed += 1
+                    if args.verbose_cases:
+                        print(f"PASS {result.title}")
+                else:
+                    failed += 1
+                    print(f"FAIL {result.title}: {result.reason}")
+    print(f"{passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mutator", description=__doc__)
     parser.add_argument("--version", action="version", version=f"mutator {__version__}")
@@ -164,6 +190,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="print only what this JSONPath selects in each result, e.g. '$.spec.containers[*].imagePullPolicy'",
     )
     mutate.set_defaults(func=_cmd_mutate)
+    verify = sub.add_parser("verify", help="run Gatekeeper Suite files (test.gatekeeper.sh/v1alpha1)")
+    verify.add_argument("paths", nargs="+", help="suite files or directories; DIR/... recurses")
+    verify.add_argument("--run", help="only the tests/cases whose 'test/case' name matches this regex")
+    verify.add_argument("--disable-cel", action="store_true", help="evaluate templates with Rego only")
+    verify.add_argument("--verbose-cases", "-V", action="store_true", help="print passing cases too")
+    verify.set_defaults(func=_cmd_verify)
     return parser
 
 
