@@ -18,7 +18,7 @@ DEFAULT_CERT_DIR = Path("certs/dev")
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from .webhook.admission import MutationOptions
+    from .webhook.admission import MutationOptions, ValidationOptions
     from .webhook.server import ServerSettings, run
 
     certs = CertPaths.in_dir(Path(args.certs_dir))
@@ -34,6 +34,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             exempt_namespaces=tuple(args.exempt_namespace),
             own_usernames=tuple(args.own_username),
         ),
+        validation=ValidationOptions(fail_open=args.fail_open, exempt_namespaces=tuple(args.exempt_namespace)),
+        enable_cel=args.enable_k8s_native_validation,
     )
     run(settings)
     return 0
@@ -149,13 +151,19 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--fail-open",
         action="store_true",
-        help="answer allowed (with a warning) when mutation fails, instead of denying",
+        help="answer allowed (with a warning) when mutation or validation fails, instead of denying",
+    )
+    serve.add_argument(
+        "--enable-k8s-native-validation",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="evaluate K8sNativeValidation (CEL) code in templates (on by default, as in Gatekeeper)",
     )
     serve.add_argument(
         "--exempt-namespace",
         action="append",
         default=[],
-        help="never mutate requests in this namespace (glob; repeatable)",
+        help="never mutate or validate requests in this namespace (glob; repeatable)",
     )
     serve.add_argument(
         "--own-username",

@@ -15,9 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from .match import PolicyError
 from .mutation import MutationSystem, is_mutator_resource, mutator_from_resource
 from .resources import Document, DocumentError, expand_paths, read_file
+from .validation.constraints import is_constraint_resource
+from .validation.system import ValidationSystem
+from .validation.templates import Template, is_template_resource, template_from_resource
 
 log = logging.getLogger("mutator.policy")
 
@@ -34,6 +39,7 @@ class LoadError:
 @dataclass(slots=True)
 class PolicySet:
     mutation: MutationSystem = field(default_factory=MutationSystem)
+    validation: ValidationSystem = field(default_factory=ValidationSystem)
     namespaces: dict[str, Mapping[str, Any]] = field(default_factory=dict)
     errors: list[LoadError] = field(default_factory=list)
     conflicts: list[LoadError] = field(default_factory=list)
@@ -47,8 +53,36 @@ class PolicySet:
         return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
 
 
-def build_policy_set(documents: Iterable[Document], *, keep_objects: bool = False) -> PolicySet:
-    policies = PolicySet()
+class TemplateCache:
+    """Compiled templates by content: a reload recompiles only the templates that changed."""
+
+    def __init__(self) -> None:
+        self._compiled: dict[tuple[bytes, bool], Template] = {}
+
+    def get(self, resource: Mapping[str, Any], enable_cel: bool) -> Template:
+        key = (orjson.dumps(resource, option=orjson.OPT_SORT_KEYS), enable_cel)
+        template = self._compiled.get(key)
+        if template is None:
+            template = template_from_resource(resource, enable_cel=enable_cel)
+            self._compiled[key] = template
+        return template
+
+    def retain(self, templates: Iterable[Template]) -> None:
+        keep = {id(t) for t in templates}
+        self._compiled = {k: t for k, t in self._compiled.items() if id(t) in keep}
+
+
+def build_policy_set(
+    documents: Iterable[Document],
+    *,
+    keep_objects: bool = False,
+    enable_cel: bool = True,
+    cache: TemplateCache | None = None,
+) -> PolicySet:
+    """Sort documents into mutators, templates, constraints and Namespaces; reject bad ones with the reason."""
+    policies = PolicySet(validation=ValidationSystem(enable_cel=enable_cel))
+    cache = cache or TemplateCache()
+    constraints: list[Document] = []
     for doc in documents:
         body = doc.body
         if is_mutator_resource(body):
@@ -64,16 +98,31 @@ def build_policy_set(documents: Iterable[Document], *, keep_objects: bool = Fals
             conflict = policies.mutation.upsert(mutator)
             if conflict:
                 policies.conflicts.append(LoadError(doc.describe(), conflict))
+        elif is_template_resource(body):
+            try:
+                template = cache.get(body, enable_cel)
+            except PolicyError as err:
+                policies.errors.append(LoadError(doc.describe(), str(err)))
+                continue
+            policies.validation.add_template(template)
+        elif is_constraint_resource(body):
+            constraints.append(doc)
         elif body.get("apiVersion") == "v1" and body.get("kind") == "Namespace" and doc.name:
             policies.namespaces[doc.name] = body
             if keep_objects:
                 policies.objects.append(doc)
         elif keep_objects:
             policies.objects.append(doc)
+    for doc in constraints:  # after every template, whatever the order of the files
+        try:
+            policies.validation.add_constraint(doc.body)
+        except PolicyError as err:
+            policies.errors.append(LoadError(doc.describe(), str(err)))
+    cache.retain(policies.validation.templates.values())
     return policies
 
 
-def load_paths(paths: Iterable[str | Path], *, keep_objects: bool = False) -> PolicySet:
+def load_paths(paths: Iterable[str | Path], *, keep_objects: bool = False, enable_cel: bool = True) -> PolicySet:
     """Load policies (and, with keep_objects, the other documents) from files and directories."""
     docs: list[Document] = []
     errors: list[LoadError] = []
@@ -82,7 +131,7 @@ def load_paths(paths: Iterable[str | Path], *, keep_objects: bool = False) -> Po
             docs.extend(read_file(path))
         except DocumentError as err:
             errors.append(LoadError(str(path), str(err)))
-    policies = build_policy_set(docs, keep_objects=keep_objects)
+    policies = build_policy_set(docs, keep_objects=keep_objects, enable_cel=enable_cel)
     policies.errors[:0] = errors
     return policies
 
@@ -98,8 +147,10 @@ def _signature(path: Path) -> tuple[int, int] | None:
 class DirectorySource:
     """Policies from a directory or files, reloaded when they change (polling; no restart)."""
 
-    def __init__(self, paths: Iterable[str | Path], *, interval: float = 1.0) -> None:
+    def __init__(self, paths: Iterable[str | Path], *, interval: float = 1.0, enable_cel: bool = True) -> None:
         self.paths = [Path(p) for p in paths]
+        self.enable_cel = enable_cel
+        self._cache = TemplateCache()
         self.interval = interval
         self._signatures: dict[Path, tuple[int, int] | None] = {}
         self._docs: dict[Path, list[Document]] = {}
@@ -140,7 +191,7 @@ class DirectorySource:
             if not changed and self.loaded.is_set():
                 return False
             docs = [doc for path in files for doc in self._docs.get(path, [])]
-            policies = build_policy_set(docs)
+            policies = build_policy_set(docs, enable_cel=self.enable_cel, cache=self._cache)
             policies.errors[:0] = file_errors
             for err in policies.errors:
                 log.error("policy rejected: %s", err)
@@ -150,9 +201,12 @@ class DirectorySource:
             self.generation += 1
             self.loaded.set()
             log.info(
-                "policies loaded (generation %d): %d mutators, %d rejected, %d conflicting",
+                "policies loaded (generation %d): %d mutators, %d templates, %d constraints, %d rejected, "
+                "%d conflicting",
                 self.generation,
                 len(policies.mutation),
+                len(policies.validation.templates),
+                len(policies.validation.constraints()),
                 len(policies.errors),
                 len(policies.mutation.conflicting()),
             )

@@ -4,21 +4,15 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import socket
-import ssl
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import httpx
 import jsonpatch
 import pytest
 
 from mutator.webhook.admission import MAX_BODY_BYTES, review_for
+
+from .server import Server, running_server, wait_for
 
 ALWAYS_PULL = """
 apiVersion: mutations.gatekeeper.sh/v1
@@ -53,78 +47,14 @@ spec:
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _mutator(*args: str) -> list[str]:
-    return [sys.executable, "-m", "mutator.cli", *args]
-
-
-class Server:
-    def __init__(self, base: str, ca: Path, policies: Path, proc: subprocess.Popen[bytes], log: Path) -> None:
-        self.base = base
-        self.ca = ca
-        self.policies = policies
-        self.proc = proc
-        self.log = log
-        self.client = httpx.Client(base_url=base, verify=ssl.create_default_context(cafile=str(ca)), timeout=10)
-
-    def post(self, path: str, body: Any) -> httpx.Response:
-        content = body if isinstance(body, bytes) else json.dumps(body).encode()
-        return self.client.post(path, content=content, headers={"Content-Type": "application/json"})
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp("server")
-    certs = tmp / "certs"
-    subprocess.run(_mutator("certs", "--out", str(certs)), check=True, capture_output=True)
     policies = tmp / "policies"
     policies.mkdir()
     (policies / "always-pull.yaml").write_text(ALWAYS_PULL)
-    port = _free_port()
-    log = tmp / "server.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            _mutator(
-                "serve",
-                "--policies",
-                str(policies),
-                "--certs-dir",
-                str(certs),
-                "--port",
-                str(port),
-                "--reload-interval",
-                "0.2",
-            ),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-    srv = Server(f"https://127.0.0.1:{port}", certs / "ca.crt", policies, proc, log)
-    deadline = time.monotonic() + 30
-    while True:
-        if proc.poll() is not None:
-            pytest.fail(f"server exited with {proc.returncode}:\n{log.read_text()}")
-        try:
-            if srv.client.get("/readyz").status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"server not ready in 30 s:\n{log.read_text()}")
-        time.sleep(0.1)
-    yield srv
-    srv.client.close()
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    with running_server(tmp, policies) as srv:
+        yield srv
 
 
 def _pod(namespace: str, name: str = "web") -> dict[str, Any]:
@@ -307,15 +237,6 @@ def test_health_endpoints_after_bad_input(server: Server) -> None:
     assert server.proc.poll() is None
 
 
-def _wait_for(server: Server, check: Any, timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result or time.monotonic() > deadline:
-            return result
-        time.sleep(0.1)
-
-
 def test_policies_reload_without_restart_and_bad_policy_is_isolated(server: Server) -> None:
     pod = _pod("reload-a")
     pid = server.proc.pid
@@ -333,7 +254,7 @@ def test_policies_reload_without_restart_and_bad_policy_is_isolated(server: Serv
         " parameters: {assign: {value: 1}}}\n"
     )
     (server.policies / "team.yaml").write_text(TEAM_LABEL)
-    assert _wait_for(server, labelled), server.log.read_text()
+    assert wait_for(labelled), server.log.read_text()
     assert server.proc.pid == pid and server.proc.poll() is None
     # the rejected policy is in the log with its field and reason; the others still work
     log = server.log.read_text()
@@ -345,4 +266,4 @@ def test_policies_reload_without_restart_and_bad_policy_is_isolated(server: Serv
     ]
     # removing the file removes the mutator
     (server.policies / "team.yaml").unlink()
-    assert _wait_for(server, lambda: not labelled())
+    assert wait_for(lambda: not labelled())

@@ -35,6 +35,12 @@ class Template:
         return bool(getattr(self.program, "uses_inventory", False))
 
 
+def is_template_resource(doc: Mapping[str, Any]) -> bool:
+    return doc.get("kind") == "ConstraintTemplate" and str(doc.get("apiVersion", "")).startswith(
+        "templates.gatekeeper.sh/"
+    )
+
+
 def _require_mapping(value: Any, field: str) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
         raise PolicyError(f"{field}: required, must be an object")

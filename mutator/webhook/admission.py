@@ -14,9 +14,13 @@ from typing import Any
 import jsonpatch
 import orjson
 
-from ..match import wildcard_matches
-from ..mutation import Mutable, MutationError, MutationSystem
+from ..match import PolicyError, wildcard_matches
+from ..mutation import Mutable, MutationError, MutationSystem, is_mutator_resource, mutator_from_resource
 from ..mutation.core import deep_copy
+from ..validation.constraints import constraint_from_resource, is_constraint_resource
+from ..validation.review import review_from_request
+from ..validation.system import ValidationSystem
+from ..validation.templates import is_template_resource, template_from_resource
 
 log = logging.getLogger("mutator.admission")
 
@@ -210,3 +214,95 @@ def review_for(
             "dryRun": False,
         },
     }
+
+
+# --------------------------------------------------------------------------- validation
+
+
+@dataclass(slots=True)
+class ValidationOptions:
+    fail_open: bool = False  # an evaluation error answers allowed (True) or denied with the error (False)
+    exempt_namespaces: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class ValidationOutcome:
+    response: dict[str, Any]
+    violations: list[Any] = field(default_factory=list)
+    skipped: str = ""
+    errors: list[str] = field(default_factory=list)
+
+
+def _check_policy_resource(request: Mapping[str, Any], validation: ValidationSystem) -> str:
+    """Gatekeeper's own resources are checked for well-formedness; an error text, or "" when fine."""
+    obj = request.get("object")
+    if request.get("operation") not in MUTATED_OPERATIONS or not isinstance(obj, dict):
+        return ""
+    try:
+        if is_template_resource(obj):
+            template_from_resource(obj, enable_cel=validation.enable_cel)
+        elif is_mutator_resource(obj):
+            mutator_from_resource(obj)
+        elif is_constraint_resource(obj):
+            constraint_from_resource(obj, validation.templates.get(str(obj.get("kind"))))
+    except PolicyError as err:
+        return str(err)
+    return ""
+
+
+def validate_review(
+    review: Mapping[str, Any],
+    validation: ValidationSystem,
+    namespace_lookup: Callable[[str], Mapping[str, Any] | None],
+    options: ValidationOptions | None = None,
+) -> ValidationOutcome:
+    """Answer a parsed AdmissionReview for the validating webhook (``/v1/admit``)."""
+    options = options or ValidationOptions()
+    request = review["request"]
+    uid = request["uid"]
+    namespace = request.get("namespace") or ""
+    if namespace and any(wildcard_matches(p, namespace) for p in options.exempt_namespaces):
+        return ValidationOutcome(_allowed(uid), skipped=f"namespace {namespace} is exempt")
+    kind = request.get("kind") if isinstance(request.get("kind"), dict) else {}
+    if kind.get("group") in GATEKEEPER_GROUPS:
+        problem = _check_policy_resource(request, validation)
+        if problem:
+            status = {"code": 422, "reason": "Invalid", "message": problem}
+            return ValidationOutcome({"uid": uid, "allowed": False, "status": status})
+        return ValidationOutcome(_allowed(uid), skipped="mutator's own resources are checked, not validated")
+
+    obj = request.get("object") or request.get("oldObject")
+    meta = obj.get("metadata") if isinstance(obj, dict) and isinstance(obj.get("metadata"), dict) else {}
+    ns_name = namespace or meta.get("namespace") or ""
+    namespace_obj = namespace_lookup(ns_name) if ns_name else None
+    if isinstance(obj, dict) and ns_name and not meta.get("namespace"):
+        # match on the request's namespace when the object does not carry one, as Gatekeeper does
+        obj = {**obj, "metadata": {**meta, "namespace": ns_name}}
+        request = {**request, "object" if request.get("object") else "oldObject": obj}
+    result = validation.review(review_from_request(request, namespace_obj), namespace_object=namespace_obj)
+
+    denied = [v.text for v in result.with_action("deny")]
+    warnings = [v.text for v in result.with_action("warn")]
+    for v in result.with_action("dryrun"):
+        log.info("dryrun violation for request %s: %s", uid, v.text)
+    if result.errors:
+        message = "; ".join(result.errors)
+        log.warning("validation failed for request %s: %s", uid, message)
+        if not options.fail_open:
+            status = {"code": 500, "message": "\n".join([*denied, *result.errors])}
+            response = {"uid": uid, "allowed": False, "status": status}
+            if warnings:
+                response["warnings"] = warnings
+            return ValidationOutcome(response, result.violations, errors=result.errors)
+        warnings.append(f"validation error ignored (fail-open): {message}")
+    if denied:
+        response = {
+            "uid": uid,
+            "allowed": False,
+            "status": {"code": 403, "reason": "Forbidden", "message": "\n".join(denied)},
+        }
+    else:
+        response = _allowed(uid)
+    if warnings:
+        response["warnings"] = warnings
+    return ValidationOutcome(response, result.violations, errors=result.errors)

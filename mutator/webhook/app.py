@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
@@ -11,7 +12,16 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from ..policy import PolicySet
-from .admission import MAX_BODY_BYTES, BadReview, MutationOptions, envelope, mutate_review, parse_review
+from .admission import (
+    MAX_BODY_BYTES,
+    BadReview,
+    MutationOptions,
+    ValidationOptions,
+    envelope,
+    mutate_review,
+    parse_review,
+    validate_review,
+)
 
 log = logging.getLogger("mutator.webhook")
 
@@ -45,32 +55,57 @@ def create_app(
     *,
     ready: Callable[[], bool] = lambda: True,
     options: MutationOptions | None = None,
+    validation: ValidationOptions | None = None,
 ) -> Starlette:
     """Build the app. ``policies`` returns the current policy set (read once per request)."""
     mutation_options = options or MutationOptions()
+    validation_options = validation or ValidationOptions()
 
-    async def mutate(request: Request) -> Response:
+    async def read_review(request: Request) -> dict[str, Any] | Response:
         try:
             body = await _read_body(request)
         except _TooLarge as err:
-            return _bad_request(f"request body is over the {MAX_BODY_BYTES} byte limit ({err.args[0]} bytes)")
+            # the rest of the body is not read, so this connection cannot carry another request
+            response = _bad_request(f"request body is over the {MAX_BODY_BYTES} byte limit ({err.args[0]} bytes)")
+            response.headers["Connection"] = "close"
+            return response
         except ClientDisconnect:
             return Response(status_code=400)
         try:
-            review = parse_review(body)
+            return parse_review(body)
         except BadReview as err:
             return _bad_request(str(err))
+
+    def internal_error(review: dict[str, Any], fail_open: bool) -> Response:
+        # a bug must not become a traceback on the wire or a dead worker
+        log.exception("internal error while answering request %s", review["request"].get("uid"))
+        response = {
+            "uid": review["request"]["uid"],
+            "allowed": fail_open,
+            "status": {"code": 500, "message": "internal error in mutator; see its log"},
+        }
+        return JSONResponse(envelope(review, response))
+
+    async def mutate(request: Request) -> Response:
+        review = await read_review(request)
+        if isinstance(review, Response):
+            return review
         current = policies()
         try:
             outcome = mutate_review(review, current.mutation, current.namespace, mutation_options)
-        except Exception:  # a bug must not become a traceback on the wire or a dead worker
-            log.exception("internal error while mutating request %s", review["request"].get("uid"))
-            response = {
-                "uid": review["request"]["uid"],
-                "allowed": mutation_options.fail_open,
-                "status": {"code": 500, "message": "internal error in mutator; see its log"},
-            }
-            return JSONResponse(envelope(review, response))
+        except Exception:
+            return internal_error(review, mutation_options.fail_open)
+        return JSONResponse(envelope(review, outcome.response))
+
+    async def admit(request: Request) -> Response:
+        review = await read_review(request)
+        if isinstance(review, Response):
+            return review
+        current = policies()
+        try:
+            outcome = validate_review(review, current.validation, current.namespace, validation_options)
+        except Exception:
+            return internal_error(review, validation_options.fail_open)
         return JSONResponse(envelope(review, outcome.response))
 
     async def healthz(request: Request) -> Response:
@@ -83,6 +118,7 @@ def create_app(
 
     routes = [
         Route("/v1/mutate", mutate, methods=["POST"]),
+        Route("/v1/admit", admit, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
     ]

@@ -12,7 +12,7 @@ from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config
 
 from ..policy import DirectorySource
-from .admission import MutationOptions
+from .admission import MutationOptions, ValidationOptions
 from .app import create_app
 
 log = logging.getLogger("mutator.server")
@@ -27,6 +27,8 @@ class ServerSettings:
     port: int = 8443
     reload_interval: float = 1.0
     options: MutationOptions | None = None
+    validation: ValidationOptions | None = None
+    enable_cel: bool = True
 
 
 def hypercorn_config(settings: ServerSettings) -> Config:
@@ -46,9 +48,11 @@ def run(settings: ServerSettings) -> None:
     for path in (settings.certfile, settings.keyfile):
         if not path.is_file():
             raise SystemExit(f"mutator serve: {path}: no such file (make certificates with `mutator certs`)")
-    source = DirectorySource(settings.policy_paths, interval=settings.reload_interval)
+    source = DirectorySource(settings.policy_paths, interval=settings.reload_interval, enable_cel=settings.enable_cel)
     source.start()
-    app = create_app(lambda: source.current, ready=source.loaded.is_set, options=settings.options)
+    app = create_app(
+        lambda: source.current, ready=source.loaded.is_set, options=settings.options, validation=settings.validation
+    )
     config = hypercorn_config(settings)
 
     async def main() -> None:
