@@ -108,6 +108,28 @@ def _print_jsonpath(expression: str, outputs: list[object], status: int) -> int:
     return status
 
 
+def _cmd_test(args: argparse.Namespace) -> int:
+    from .manifests import check_manifests, format_table
+
+    try:
+        run = check_manifests(args.filename, enable_cel=not args.disable_cel)
+    except ValueError as err:
+        print(f"mutator test: {err}", file=sys.stderr)
+        return 2
+    for err in run.policy_errors:
+        print(f"error: policy rejected: {err}", file=sys.stderr)
+    results = [r.as_dict() for r in run.reports]
+    if args.output == "json":
+        sys.stdout.write(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode() + "\n")
+    elif args.output == "yaml":
+        sys.stdout.write(yaml.safe_dump(results, sort_keys=False))
+    else:
+        sys.stdout.write(format_table(run))
+    if run.denied:
+        return 1
+    return 2 if run.policy_errors else 0
+
+
 def _cmd_verify(args: argparse.Namespace) -> int:
     import re
 
@@ -198,6 +220,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="print only what this JSONPath selects in each result, e.g. '$.spec.containers[*].imagePullPolicy'",
     )
     mutate.set_defaults(func=_cmd_mutate)
+    test = sub.add_parser("test", help="mutate, then validate objects against the policies given (for CI)")
+    test.add_argument(
+        "-f",
+        "--filename",
+        nargs="+",
+        required=True,
+        action="extend",
+        help="files or directories holding policies (mutators, templates, constraints) and objects",
+    )
+    test.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
+    test.add_argument("--disable-cel", action="store_true", help="evaluate templates with Rego only")
+    test.set_defaults(func=_cmd_test)
+
     verify = sub.add_parser("verify", help="run Gatekeeper Suite files (test.gatekeeper.sh/v1alpha1)")
     verify.add_argument("paths", nargs="+", help="suite files or directories; DIR/... recurses")
     verify.add_argument("--run", help="only the tests/cases whose 'test/case' name matches this regex")

@@ -1,1 +1,1 @@
-"""Validation: ConstraintTemplates (Rego and CEL), constraints and enforcement actions."""
+"""Validation: Gatekeeper ConstraintTemplates and Constraints (Rego and CEL engines)."""
