@@ -95,6 +95,28 @@ def wildcard_matches(pattern: str, candidate: str) -> bool:
 # --------------------------------------------------------------------------- label selectors
 
 _OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
+_NAME = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]\Z")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z")
+_NAME_RULE = (
+    "must be 63 characters or less, consist of alphanumeric characters, '-', '_' or '.', "
+    "and start and end with an alphanumeric character"
+)
+
+
+def _key_error(key: str) -> str | None:
+    """Kubernetes' qualified-name rule for label keys, or None when the key is valid."""
+    prefix, slash, name = key.rpartition("/")
+    if slash and (not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
+        return f'key: Invalid value: "{key}": prefix part must be a lowercase RFC 1123 subdomain'
+    if not name or len(name) > 63 or not _NAME.match(name):
+        return f'key: Invalid value: "{key}": name part {_NAME_RULE}'
+    return None
+
+
+def _value_error(value: str) -> str | None:
+    if value and (len(value) > 63 or not _NAME.match(value)):
+        return f'values: Invalid value: "{value}": a valid label value {_NAME_RULE}'
+    return None
 
 Requirement = Callable[[Mapping[str, Any]], bool]
 
@@ -128,6 +150,9 @@ class LabelSelector:
         if not isinstance(match_labels, Mapping):
             raise PolicyError(f"{field}.matchLabels: must be a map of strings")
         for key, value in match_labels.items():
+            problem = _key_error(str(key)) or _value_error(str(value))
+            if problem:
+                return cls((), problem)
             reqs.append(_requirement(str(key), "In", [str(value)]))
         expressions = spec.get("matchExpressions") or []
         if not isinstance(expressions, list):
@@ -151,6 +176,9 @@ class LabelSelector:
                 return cls(
                     (), "values: Invalid value: for 'exists', 'doesnotexist' operators, values set must be empty"
                 )
+            problem = _key_error(key) or next((e for v in values if (e := _value_error(str(v)))), None)
+            if problem:
+                return cls((), problem)
             reqs.append(_requirement(key, operator, [str(v) for v in values]))
         return cls(tuple(reqs))
 

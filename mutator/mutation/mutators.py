@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -170,6 +171,18 @@ class Mutator:
         return [gvk for entry in self.apply_to for gvk in entry.gvks()]
 
 
+def _check_finite(value: JSON, field: str) -> None:
+    """NaN and infinities are not JSON, and NaN never equals itself, so a mutation could never converge."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise PolicyError(f"{field}: {value} is not a JSON number")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_finite(v, f"{field}.{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_finite(v, f"{field}[{i}]")
+
+
 def _metadata_value(obj: Mapping[str, Any], field: str) -> str:
     meta = obj.get("metadata")
     value = meta.get(field) if isinstance(meta, Mapping) else None
@@ -193,6 +206,7 @@ class _AssignValue:
             )
         self.has_value = "value" in assign
         self.value: JSON = assign.get("value")
+        _check_finite(self.value, "spec.parameters.assign.value")
         self.from_metadata: str | None = None
         if "externalData" in assign:
             raise PolicyError("spec.parameters.assign.externalData: external data providers are not supported yet")
@@ -308,19 +322,20 @@ class ModifySet(Mutator):
             if from_list is not None and not isinstance(from_list, list):
                 raise PolicyError("spec.parameters.values.fromList: must be a list")
         self.values: list[JSON] = list(from_list or [])
+        _check_finite(self.values, "spec.parameters.values.fromList")
         super()._validate()
 
     def set_value(self, parent: dict[str, Any], key: str, ctx: Any) -> bool:
         if self.operation == "merge":
-            if key not in parent or parent[key] is None:
+            current = parent.get(key)
+            changed = False
+            if current is None:
                 if key in parent and not self.values:
                     return False
-                parent[key] = deep_copy(self.values)
-                return True
-            current = parent[key]
+                current = parent[key] = []  # then merged like an empty list: a value given twice is added once
+                changed = True
             if not isinstance(current, list):
                 raise MutationError(f"{go_repr(current)} is not a list of values, cannot treat it as a set")
-            changed = False
             for value in self.values:
                 if not any(json_equal(value, existing) for existing in current):
                     current.append(deep_copy(value))
