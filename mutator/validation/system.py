@@ -131,6 +131,7 @@ class ValidationSystem:
                                 params=constraint.parameters,
                                 request=review,
                                 namespace_object=namespace_object,
+                                constraint=constraint.resource,
                             )
                         ]
                     else:
