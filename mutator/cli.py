@@ -147,7 +147,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
             for result in run_suite(suite, run=run, enable_cel=not args.disable_cel):
                 if result.passed:
                     passed += 1
-                    if args.verbose_cases:
+                    if not args.quiet:
                         print(f"PASS {result.title}")
                 else:
                     failed += 1
@@ -237,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("paths", nargs="+", help="suite files or directories; DIR/... recurses")
     verify.add_argument("--run", help="only the tests/cases whose 'test/case' name matches this regex")
     verify.add_argument("--disable-cel", action="store_true", help="evaluate templates with Rego only")
-    verify.add_argument("--verbose-cases", "-V", action="store_true", help="print passing cases too")
+    verify.add_argument("--quiet", "-q", action="store_true", help="print only failures and the summary")
     verify.set_defaults(func=_cmd_verify)
     return parser
 
