@@ -11,12 +11,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import jsonpatch
 import orjson
 
 from ..match import PolicyError, wildcard_matches
 from ..mutation import Mutable, MutationError, MutationSystem, is_mutator_resource, mutator_from_resource
 from ..mutation.core import deep_copy
+from ..mutation.patch import make_patch
 from ..validation.constraints import constraint_from_resource, is_constraint_resource
 from ..validation.review import review_from_request
 from ..validation.system import ValidationSystem
@@ -175,7 +175,7 @@ def mutate_review(
             del obj["metadata"]
     if not result.changed:
         return MutationOutcome(_allowed(uid), passes=result.passes)
-    patch = jsonpatch.make_patch(original, obj).patch
+    patch = make_patch(original, obj)
     if not patch:
         return MutationOutcome(_allowed(uid), passes=result.passes)
     encoded = base64.b64encode(orjson.dumps(patch)).decode("ascii")

@@ -1,0 +1,56 @@
+"""The RFC 6902 JSON patch from the original object to the mutated one.
+
+Mutation only sets fields, appends list elements, replaces keyed elements and prunes set members, so a
+direct structural diff gives a short patch: ``add``/``remove``/``replace`` along the changed paths, list
+appends as ``add`` at the end.  It is ~20x faster than ``jsonpatch.make_patch`` on a 15 KB Pod (which
+searches for moves; see docs/performance.md); ``jsonpatch`` still applies patches in the CLI and the tests,
+which check that applying our patch to the original gives exactly the mutated object.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .core import json_equal
+
+Op = dict[str, Any]
+
+
+def _escape(token: str) -> str:
+    return token.replace("~", "~0").replace("/", "~1")
+
+
+def _diff(old: Any, new: Any, path: str, ops: list[Op]) -> None:
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key, value in old.items():
+            if key not in new:
+                ops.append({"op": "remove", "path": f"{path}/{_escape(key)}"})
+            elif value is not new[key]:
+                _diff(value, new[key], f"{path}/{_escape(key)}", ops)
+        for key, value in new.items():
+            if key not in old:
+                ops.append({"op": "add", "path": f"{path}/{_escape(key)}", "value": value})
+        return
+    if isinstance(old, list) and isinstance(new, list):
+        common = min(len(old), len(new))
+        if len(new) >= len(old) or all(json_equal(old[i], new[i]) for i in range(common)):
+            for i in range(common):
+                if old[i] is not new[i]:
+                    _diff(old[i], new[i], f"{path}/{i}", ops)
+            for i in range(common, len(new)):
+                ops.append({"op": "add", "path": f"{path}/-", "value": new[i]})
+            for i in range(len(old) - 1, common - 1, -1):
+                ops.append({"op": "remove", "path": f"{path}/{i}"})
+            return
+        # elements were removed from the middle (ModifySet prune): replace the list whole
+        ops.append({"op": "replace", "path": path, "value": new})
+        return
+    if not json_equal(old, new):
+        ops.append({"op": "replace", "path": path, "value": new})
+
+
+def make_patch(original: Any, mutated: Any) -> list[Op]:
+    """Operations that turn ``original`` into ``mutated``; empty when they are equal as JSON."""
+    ops: list[Op] = []
+    _diff(original, mutated, "", ops)
+    return ops
