@@ -61,7 +61,7 @@ def _cmd_mutate(args: argparse.Namespace) -> int:
         print(f"mutator mutate: {err}", file=sys.stderr)
         return 2
     for err in policies.errors:
-        print(f"error: policy rejected: {err}", file=sys.stderr)
+        print(f"error: rejected: {err}", file=sys.stderr)
     for err in policies.conflicts:
         print(f"warning: {err}", file=sys.stderr)
     status = 2 if policies.errors else 0
@@ -117,7 +117,7 @@ def _cmd_test(args: argparse.Namespace) -> int:
         print(f"mutator test: {err}", file=sys.stderr)
         return 2
     for err in run.policy_errors:
-        print(f"error: policy rejected: {err}", file=sys.stderr)
+        print(f"error: rejected: {err}", file=sys.stderr)
     results = [r.as_dict() for r in run.reports]
     if args.output == "json":
         sys.stdout.write(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode() + "\n")

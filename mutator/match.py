@@ -118,6 +118,7 @@ def _value_error(value: str) -> str | None:
         return f'values: Invalid value: "{value}": a valid label value {_NAME_RULE}'
     return None
 
+
 Requirement = Callable[[Mapping[str, Any]], bool]
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +57,26 @@ def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
     return out
 
 
+def _yaml_key(key: Any) -> str:
+    if isinstance(key, bool):
+        return "true" if key else "false"
+    return "null" if key is None else str(key)
+
+
+def as_json(value: Any, where: str) -> Any:
+    """A YAML value as JSON has it, as kubectl converts it: non-string keys become strings; NaN and
+    infinities, which JSON cannot carry, are an error."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise DocumentError(f"{where}: {value} is not a JSON number (Kubernetes objects are JSON)")
+    if isinstance(value, dict):
+        return {k if isinstance(k, str) else _yaml_key(k): as_json(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, list):
+        return [as_json(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, datetime.date | datetime.datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    return value
+
+
 def parse_documents(text: str, source: str) -> list[Document]:
     """Every mapping document in a YAML stream; a ``kind: List`` is flattened into its items."""
     try:
@@ -67,6 +89,7 @@ def parse_documents(text: str, source: str) -> list[Document]:
             continue
         if not isinstance(body, dict):
             raise DocumentError(f"{source}#{i}: a document must be a mapping, got {type(body).__name__}")
+        body = as_json(body, f"{source}#{i}")
         if body.get("kind") == "List" and isinstance(body.get("items"), list):
             docs.extend(
                 Document(item, f"{source}#{i}.items[{j}]")

@@ -277,7 +277,7 @@ def test_rejected_policy_exits_2_and_the_rest_still_applies(workdir: Path) -> No
     bad = write(workdir / "policies" / "zz-rejected.yaml", REJECTED_POLICY)
     result = mutator("mutate", "-f", "policies", "objects/pods.yaml", "-o", "json", cwd=workdir)
     assert result.returncode == 2
-    assert "policy rejected" in result.stderr
+    assert "rejected: " in result.stderr
     assert bad.name in result.stderr
     assert "wrong-operation" in result.stderr
     assert "spec.parameters.operation" in result.stderr
