@@ -8,6 +8,7 @@ documents, and a bad resource is rejected with its reason while the others keep 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import Iterable, Mapping
@@ -119,6 +120,7 @@ def build_policy_set(
         except PolicyError as err:
             policies.errors.append(LoadError(doc.describe(), str(err)))
     cache.retain(policies.validation.templates.values())
+    policies.validation.prepare()  # build the Rego bundles now, not on the first request
     return policies
 
 
@@ -159,7 +161,6 @@ class DirectorySource:
         self.generation = 0
         self.loaded = threading.Event()
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def reload(self) -> bool:
         """Re-read changed files; rebuild and swap the policy set if anything changed."""
@@ -213,17 +214,17 @@ class DirectorySource:
             return True
 
     def start(self) -> None:
-        """Load now, then watch for changes in a background thread."""
+        """Load now. Call :meth:`watch` in the serving event loop to follow changes."""
         self.reload()
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._watch, name="policy-watch", daemon=True)
-            self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
 
-    def _watch(self) -> None:
-        while not self._stop.wait(self.interval):
+    async def watch(self) -> None:
+        """Poll for changes and reload, in the event loop that serves requests: the Rego and CEL engines
+        a reload builds may only be used on the thread that made them."""
+        while not self._stop.is_set():
+            await asyncio.sleep(self.interval)
             try:
                 self.reload()
             except Exception:  # never let the watcher die; the last good set keeps serving

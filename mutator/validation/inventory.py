@@ -61,6 +61,10 @@ class Inventory:
         self.version = next(_versions)
         self._json = None
 
+    def inventory_json(self) -> str:
+        """The inventory tree alone as JSON text."""
+        return self.data_json()[len('{"inventory":') : -1]
+
     def data_json(self) -> str:
         """``{"inventory": {...}}`` as JSON text, rebuilt only after a change."""
         if self._json is None:

@@ -189,6 +189,19 @@ def _pad_sprintf(source: str) -> str:
 # --------------------------------------------------------------------------- programs
 
 
+def _add_deprecated_builtins(engine: regorus.Engine, texts: Sequence[str]) -> None:
+    used: set[str] = set()
+    for text in texts:
+        used.update(_CALL.findall(text))
+    for builtin in sorted(used):
+        nargs, fn = DEPRECATED_BUILTINS[builtin]
+        try:
+            engine.add_extension(builtin, nargs, fn)
+        except Exception as err:  # a builtin the engine already has
+            if "already" not in str(err):
+                raise RegoCompileError(clean_error(err)) from err
+
+
 @dataclass(frozen=True, slots=True)
 class RegoSource:
     rego: str
@@ -206,23 +219,16 @@ def _package(source: str) -> str:
 class RegoProgram:
     """One template's Rego, compiled once. ``evaluate`` is the request-time call."""
 
-    __slots__ = ("_data_version", "_engine", "package", "uses_inventory")
+    __slots__ = ("_data_version", "_engine", "name", "package", "source", "uses_inventory")
 
     def __init__(self, source: RegoSource, *, name: str = "template") -> None:
         self.package = _package(source.rego)
+        self.source = source
+        self.name = name
         engine = regorus.Engine()
         engine.set_rego_v0(not source.v1)
         texts = [(f"{name}.rego", source.rego)] + [(f"{name}.lib{i}.rego", lib) for i, lib in enumerate(source.libs)]
-        used = set()
-        for _, text in texts:
-            used.update(_CALL.findall(text))
-        for builtin in sorted(used):
-            nargs, fn = DEPRECATED_BUILTINS[builtin]
-            try:
-                engine.add_extension(builtin, nargs, fn)
-            except Exception as err:  # a builtin the engine already has
-                if "already" not in str(err):
-                    raise RegoCompileError(clean_error(err)) from err
+        _add_deprecated_builtins(engine, [text for _, text in texts])
         for filename, text in texts:
             self._add(engine, filename, text)
         try:
@@ -268,3 +274,91 @@ class RegoProgram:
         if not isinstance(result, list):
             raise RegoEvalError(f"violation must be a set of objects, got {json.dumps(result)[:200]}")
         return [v for v in result if isinstance(v, dict)]
+
+
+# --------------------------------------------------------------------------- bundles
+
+_PACKAGE_LINE = re.compile(r"^(\s*package\s+)([\w.]+)", re.MULTILINE)
+
+
+class RegoBundle:
+    """Every Rego template of a policy set in one engine, so a request's input is parsed once.
+
+    Each template's package is renamed ``gktpl.<key>`` (its libs ``gktpl.<key>.lib.*``) so that templates
+    cannot collide, and a generated hook rule evaluates the template once per matching constraint with
+    ``input.parameters`` taken from ``data.gkconstraints`` — as Gatekeeper's own driver does. The templates
+    were already compiled one by one (that is where their errors are reported); a template the bundle cannot
+    take is left to its own program by the caller.
+    """
+
+    __slots__ = ("_data_version", "_engine", "keys", "uses_inventory")
+
+    def __init__(self, programs: Mapping[str, RegoProgram], *, v1: bool) -> None:
+        engine = regorus.Engine()
+        engine.set_rego_v0(not v1)
+        self.keys: dict[str, str] = {}  # kind -> key
+        for kind, program in programs.items():
+            key = re.sub(r"[^a-z0-9_]", "_", kind.lower())
+            sources = self._renamed(program, key)
+            scratch = regorus.Engine()  # try the template alone first, so one bad fit cannot spoil the bundle
+            scratch.set_rego_v0(not v1)
+            try:
+                _add_deprecated_builtins(scratch, [t for _, t in sources])
+                for filename, text in sources:
+                    scratch.add_policy(filename, text)
+            except Exception:
+                continue
+            _add_deprecated_builtins(engine, [t for _, t in sources])
+            for filename, text in sources:
+                engine.add_policy(filename, text)
+            engine.add_policy(f"hook.{key}.rego", self._hook(key))
+            self.keys[kind] = key
+        self.uses_inventory = any(programs[kind].uses_inventory for kind in self.keys)
+        self._engine = engine
+        self._data_version: object = None
+
+    @staticmethod
+    def _renamed(program: RegoProgram, key: str) -> list[tuple[str, str]]:
+        base = f"gktpl.{key}"
+
+        def rename(text: str) -> str:
+            text = text.replace("data.lib.", f"data.{base}.lib.").replace(f"data.{program.package}.", f"data.{base}.")
+            return normalize_source(text)
+
+        out = [(f"{program.name}.rego", _PACKAGE_LINE.sub(rf"\g<1>{base}", rename(program.source.rego), count=1))]
+        for i, lib in enumerate(program.source.libs):
+            renamed = _PACKAGE_LINE.sub(lambda m: f"{m.group(1)}{base}.{m.group(2)}", rename(lib), count=1)
+            out.append((f"{program.name}.lib{i}.rego", renamed))
+        return out
+
+    @staticmethod
+    def _hook(key: str) -> str:
+        return (
+            f"package gkhooks.{key}\n"
+            "violation[out] {\n"
+            f"  name := input.gkmatched.{key}[_]\n"
+            f"  params := data.gkconstraints.{key}[name]\n"
+            f"  v := data.gktpl.{key}.violation[_] with input.parameters as params\n"
+            '  out := {"name": name, "msg": v.msg, "details": object.get(v, "details", {})}\n'
+            "}\n"
+        )
+
+    def data_version(self) -> object:
+        return self._data_version
+
+    def set_data(self, data_json: str, version: object) -> None:
+        self._engine.clear_data()
+        self._engine.add_data_json(data_json)
+        self._data_version = version
+
+    def set_input(self, input_json: str) -> None:
+        self._engine.set_input_json(input_json)
+
+    def evaluate(self, kind: str) -> list[dict[str, Any]]:
+        """Violations of every matched constraint of ``kind``, as ``{"name", "msg", "details"}``."""
+        try:
+            raw = self._engine.eval_rule_as_json(f"data.gkhooks.{self.keys[kind]}.violation")
+        except Exception as err:
+            raise RegoEvalError(clean_error(err)) from err
+        result = orjson.loads(raw) if raw else []
+        return [v for v in result if isinstance(v, dict)] if isinstance(result, list) else []

@@ -11,7 +11,7 @@ import orjson
 from ..match import Matchable, MatchError, PolicyError
 from .constraints import WEBHOOK_POINT, Constraint, constraint_from_resource
 from .inventory import Inventory
-from .rego import RegoEvalError
+from .rego import RegoBundle, RegoEvalError
 from .templates import ENGINE_CEL, Template
 
 
@@ -50,12 +50,15 @@ class ValidationSystem:
         self._constraints: dict[str, dict[str, _Entry]] = {}
         self._pending: dict[tuple[str, str], Mapping[str, Any]] = {}  # constraints waiting for their template
         self.inventory = inventory if inventory is not None else Inventory()
+        self._bundles: list[RegoBundle] | None = None  # built after a change, before the next review
+        self._generation = 0
 
     # -- policies
 
     def add_template(self, template: Template) -> list[tuple[Mapping[str, Any], PolicyError]]:
         """Add or replace a template; constraints of its kind are checked again. Returns rejected constraints."""
         self.templates[template.kind] = template
+        self._changed()
         rejected = []
         existing = [e.constraint.resource for e in self._constraints.pop(template.kind, {}).values()]
         pending = [r for (kind, _), r in list(self._pending.items()) if kind == template.kind]
@@ -68,6 +71,7 @@ class ValidationSystem:
 
     def remove_template(self, kind: str) -> None:
         self.templates.pop(kind, None)
+        self._changed()
         for entry in self._constraints.pop(kind, {}).values():
             self._pending[entry.constraint.key] = entry.constraint.resource
 
@@ -75,14 +79,47 @@ class ValidationSystem:
         kind = str(resource.get("kind") or "")
         constraint = constraint_from_resource(resource, self.templates.get(kind))
         self._pending.pop(constraint.key, None)
+        self._changed()
         self._constraints.setdefault(kind, {})[constraint.name] = _Entry(
             constraint, orjson.dumps(constraint.parameters).decode() if constraint.parameters is not None else "{}"
         )
         return constraint
 
     def remove_constraint(self, kind: str, name: str) -> None:
+        self._changed()
         self._constraints.get(kind, {}).pop(name, None)
         self._pending.pop((kind, name), None)
+
+    def _changed(self) -> None:
+        self._bundles = None
+        self._generation += 1
+
+    def prepare(self) -> list[RegoBundle]:
+        """Build the Rego bundles (one engine per Rego syntax version) for the current templates."""
+        if self._bundles is None:
+            bundles = []
+            for v1 in (False, True):
+                programs = {
+                    kind: t.program
+                    for kind, t in self.templates.items()
+                    if t.engine != ENGINE_CEL and t.program.source.v1 == v1 and self._constraints.get(kind)
+                }
+                if programs:
+                    bundles.append(RegoBundle(programs, v1=v1))
+            self._bundles = bundles
+        return self._bundles
+
+    def _refresh_data(self, bundle: RegoBundle) -> None:
+        """Give the bundle its constraints' parameters and the inventory, when either changed."""
+        version = (self._generation, self.inventory.version if bundle.uses_inventory else None)
+        if bundle.data_version() == version:
+            return
+        params = {
+            key: {name: e.constraint.parameters or {} for name, e in self._constraints.get(kind, {}).items()}
+            for kind, key in bundle.keys.items()
+        }
+        inventory = self.inventory.inventory_json() if bundle.uses_inventory else "{}"
+        bundle.set_data(f'{{"gkconstraints":{orjson.dumps(params).decode()},"inventory":{inventory}}}', version)
 
     def constraints(self) -> list[Constraint]:
         return [e.constraint for by_name in self._constraints.values() for e in by_name.values()]
@@ -105,10 +142,9 @@ class ValidationSystem:
         if not isinstance(obj, Mapping):
             return result
         target = Matchable(obj, namespace_object, source)
-        review_json: str | None = None
+        matched: dict[str, list[tuple[_Entry, tuple[str, ...]]]] = {}
         for kind, by_name in self._constraints.items():
-            template = self.templates.get(kind)
-            if template is None:
+            if kind not in self.templates:
                 continue
             for entry in by_name.values():
                 constraint = entry.constraint
@@ -116,14 +152,42 @@ class ValidationSystem:
                 if not actions:
                     continue
                 try:
-                    if not constraint.match.matches(target):
-                        continue
+                    if constraint.match.matches(target):
+                        matched.setdefault(kind, []).append((entry, actions))
                 except MatchError as err:
                     result.errors.append(f"[{constraint.name}] failed to run match criteria: {err}")
+        if not matched:
+            return result
+
+        review_json: str | None = None
+        for bundle in self.prepare():
+            kinds = [kind for kind in bundle.keys if kind in matched]
+            if not kinds:
+                continue
+            if review_json is None:
+                review_json = orjson.dumps(review).decode()
+            self._refresh_data(bundle)
+            names = {bundle.keys[k]: [e.constraint.name for e, _ in matched[k]] for k in kinds}
+            bundle.set_input(f'{{"review":{review_json},"gkmatched":{orjson.dumps(names).decode()}}}')
+            for kind in kinds:
+                entries = {e.constraint.name: (e, actions) for e, actions in matched.pop(kind)}
+                try:
+                    found = bundle.evaluate(kind)
+                except RegoEvalError as err:
+                    result.errors.extend(f"[{name}] evaluation failed: {err}" for name in entries)
                     continue
+                for v in sorted(found, key=lambda v: (str(v.get("name")), str(v.get("msg")))):
+                    entry, actions = entries[v["name"]]
+                    result.violations.append(Violation(entry.constraint, str(v["msg"]), v.get("details", {}), actions))
+
+        # CEL templates, and any Rego template the bundle could not take, one constraint at a time
+        for kind, entries_actions in matched.items():
+            template = self.templates[kind]
+            for entry, actions in entries_actions:
+                constraint = entry.constraint
                 try:
                     if template.engine == ENGINE_CEL:
-                        found = [
+                        found_msgs = [
                             (v.message, {})
                             for v in template.program.evaluate(
                                 object=review.get("object"),
@@ -141,10 +205,10 @@ class ValidationSystem:
                         if program.uses_inventory:
                             program.set_data(self.inventory.data_json(), self.inventory.version)
                         raw = program.evaluate(f'{{"review":{review_json},"parameters":{entry.params_json}}}')
-                        found = [(str(v.get("msg", "")), v.get("details", {})) for v in raw]
+                        found_msgs = [(str(v.get("msg", "")), v.get("details", {})) for v in raw]
                 except (RegoEvalError, RuntimeError, ValueError) as err:
                     result.errors.append(f"[{constraint.name}] evaluation failed: {err}")
                     continue
-                for message, details in found:
+                for message, details in found_msgs:
                     result.violations.append(Violation(constraint, message, details, actions))
         return result

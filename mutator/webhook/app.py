@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -93,7 +94,9 @@ def create_app(
         current = policies()
         try:
             outcome = mutate_review(review, current.mutation, current.namespace, mutation_options)
-        except Exception:
+        except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException:  # also a panic inside an engine (pyo3's PanicException is a BaseException)
             return internal_error(review, mutation_options.fail_open)
         return JSONResponse(envelope(review, outcome.response))
 
@@ -104,7 +107,9 @@ def create_app(
         current = policies()
         try:
             outcome = validate_review(review, current.validation, current.namespace, validation_options)
-        except Exception:
+        except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException:  # also a panic inside an engine (pyo3's PanicException is a BaseException)
             return internal_error(review, validation_options.fail_open)
         return JSONResponse(envelope(review, outcome.response))
 

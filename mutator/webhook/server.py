@@ -66,7 +66,12 @@ def run(settings: ServerSettings) -> None:
             settings.port,
             ", ".join(str(p) for p in settings.policy_paths),
         )
-        await hypercorn_serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+        watcher = asyncio.create_task(source.watch())
+        try:
+            await hypercorn_serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+        finally:
+            source.stop()
+            watcher.cancel()
 
     try:
         asyncio.run(main())
