@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from .core import json_equal
 
 Op = dict[str, Any]
@@ -20,12 +22,25 @@ def _escape(token: str) -> str:
     return token.replace("~", "~0").replace("/", "~1")
 
 
+def _same(old: Any, new: Any) -> bool:
+    """A fast, exact check for unchanged subtrees: ``==`` (C) first, then orjson's bytes, which tell
+    ``true`` from ``1``. A False here only means "look closer"."""
+    if old is new:
+        return True
+    if old != new:
+        return False
+    try:
+        return orjson.dumps(old) == orjson.dumps(new)
+    except (TypeError, orjson.JSONEncodeError):
+        return False
+
+
 def _diff(old: Any, new: Any, path: str, ops: list[Op]) -> None:
     if isinstance(old, dict) and isinstance(new, dict):
         for key, value in old.items():
             if key not in new:
                 ops.append({"op": "remove", "path": f"{path}/{_escape(key)}"})
-            elif value is not new[key]:
+            elif not _same(value, new[key]):
                 _diff(value, new[key], f"{path}/{_escape(key)}", ops)
         for key, value in new.items():
             if key not in old:
@@ -35,7 +50,7 @@ def _diff(old: Any, new: Any, path: str, ops: list[Op]) -> None:
         common = min(len(old), len(new))
         if len(new) >= len(old) or all(json_equal(old[i], new[i]) for i in range(common)):
             for i in range(common):
-                if old[i] is not new[i]:
+                if not _same(old[i], new[i]):
                     _diff(old[i], new[i], f"{path}/{i}", ops)
             for i in range(common, len(new)):
                 ops.append({"op": "add", "path": f"{path}/-", "value": new[i]})

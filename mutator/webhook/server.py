@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from dataclasses import dataclass
@@ -41,6 +42,9 @@ def hypercorn_config(settings: ServerSettings) -> Config:
     config.errorlog = logging.getLogger("hypercorn.error")
     config.graceful_timeout = 5.0
     config.keep_alive_timeout = 60.0
+    # hypercorn closes a keep-alive connection after 1000 requests by default; the API server reconnects,
+    # but each reconnect is a TLS handshake, so allow many more
+    config.keep_alive_max_requests = 1_000_000
     return config
 
 
@@ -50,6 +54,10 @@ def run(settings: ServerSettings) -> None:
             raise SystemExit(f"mutator serve: {path}: no such file (make certificates with `mutator certs`)")
     source = DirectorySource(settings.policy_paths, interval=settings.reload_interval, enable_cel=settings.enable_cel)
     source.start()
+    # Everything loaded so far lives as long as the process: keep it out of the collector's full passes,
+    # which otherwise pause a request every few hundred for ~20 ms (docs/performance.md).
+    gc.collect()
+    gc.freeze()
     app = create_app(
         lambda: source.current, ready=source.loaded.is_set, options=settings.options, validation=settings.validation
     )
