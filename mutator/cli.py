@@ -133,9 +133,13 @@ def _cmd_test(args: argparse.Namespace) -> int:
 def _cmd_verify(args: argparse.Namespace) -> int:
     import re
 
-    from .verify import find_suites, run_suite
+    from .verify import RunFilter, find_suites, run_suite
 
-    run = re.compile(args.run) if args.run else None
+    try:
+        run = RunFilter.parse(args.run) if args.run else None
+    except re.error as err:
+        print(f"mutator verify: --run {args.run!r}: {err}", file=sys.stderr)
+        return 2
     passed = failed = 0
     for target in args.paths:
         try:
@@ -235,7 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     verify = sub.add_parser("verify", help="run Gatekeeper Suite files (test.gatekeeper.sh/v1alpha1)")
     verify.add_argument("paths", nargs="+", help="suite files or directories; DIR/... recurses")
-    verify.add_argument("--run", help="only the tests/cases whose 'test/case' name matches this regex")
+    verify.add_argument(
+        "--run", help="only tests or cases whose name matches this regex; TEST//CASE matches both (as gator)"
+    )
     verify.add_argument("--disable-cel", action="store_true", help="evaluate templates with Rego only")
     verify.add_argument("--quiet", "-q", action="store_true", help="print only failures and the summary")
     verify.set_defaults(func=_cmd_verify)

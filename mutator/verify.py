@@ -134,7 +134,30 @@ def review_case(
     return system.review(review_from_object(obj, namespace_object=None), namespace_object=ns_obj, point=GATOR_POINT)
 
 
-def run_suite(path: Path, *, run: re.Pattern[str] | None = None, enable_cel: bool = True) -> Iterator[CaseResult]:
+@dataclass(frozen=True, slots=True)
+class RunFilter:
+    """gator's ``--run``: ``REGEX`` selects tests or cases whose name matches; ``TEST//CASE`` both at once
+    (an empty side selects everything)."""
+
+    test: re.Pattern[str] | None
+    case: re.Pattern[str] | None
+    either: bool
+
+    @classmethod
+    def parse(cls, expression: str) -> RunFilter:
+        if "//" in expression:
+            test, _, case = expression.partition("//")
+            return cls(re.compile(test) if test else None, re.compile(case) if case else None, False)
+        pattern = re.compile(expression)
+        return cls(pattern, pattern, True)
+
+    def selects(self, test: str, case: str) -> bool:
+        test_ok = self.test is None or self.test.search(test) is not None
+        case_ok = self.case is None or self.case.search(case) is not None
+        return (test_ok or case_ok) if self.either else (test_ok and case_ok)
+
+
+def run_suite(path: Path, *, run: RunFilter | None = None, enable_cel: bool = True) -> Iterator[CaseResult]:
     suite_name = str(path)
     try:
         suite = _load_one(path)
@@ -145,9 +168,7 @@ def run_suite(path: Path, *, run: re.Pattern[str] | None = None, enable_cel: boo
     for test in suite.get("tests") or []:
         test_name = str(test.get("name", "?"))
         cases = test.get("cases") or []
-        selected = [
-            c for c in cases if run is None or run.search(f"{test_name}/{c.get('name', '')}") or run.search(test_name)
-        ]
+        selected = [c for c in cases if run is None or run.selects(test_name, str(c.get("name", "")))]
         if not selected:
             continue
         system = ValidationSystem(enable_cel=enable_cel)

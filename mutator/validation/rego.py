@@ -54,13 +54,51 @@ def _re_match(pattern: str, value: str) -> bool:
     return re.search(pattern, value) is not None
 
 
-def _set_diff(a: Any, b: Any) -> Any:
-    right = list(b)
-    return [x for x in a if x not in right]
+DEPRECATED_BUILTINS = {"any": (1, _any), "all": (1, _all), "re_match": (2, _re_match)}
+_CALL = re.compile(r"(?<![\w.])(any|all|re_match)\s*\(")
+_SET_DIFF = re.compile(r"(?<![\w.])set_diff\s*\(")
 
 
-DEPRECATED_BUILTINS = {"any": (1, _any), "all": (1, _all), "re_match": (2, _re_match), "set_diff": (2, _set_diff)}
-_CALL = re.compile(r"(?<![\w.])(any|all|re_match|set_diff)\s*\(")
+def _call_args(source: str, start: int) -> tuple[list[str], int] | None:
+    """The top-level arguments of a call whose "(" is just before ``start``, and the index after ")"."""
+    depth, i, args, begin = 0, start, [], start
+    while i < len(source):
+        ch = source[i]
+        if ch == '"':
+            i += 1
+            while i < len(source) and source[i] != '"':
+                i += 2 if source[i] == "\\" else 1
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            if depth == 0:
+                args.append(source[begin:i].strip())
+                return args, i + 1
+            depth -= 1
+        elif ch == "," and depth == 0:
+            args.append(source[begin:i].strip())
+            begin = i + 1
+        i += 1
+    return None
+
+
+def _rewrite_set_diff(source: str) -> str:
+    """The deprecated ``set_diff(a, b)`` is exactly the set difference ``a - b``: write it so, which keeps
+    a set a set (an extension function could only return an array)."""
+    out: list[str] = []
+    copied = 0
+    for match in _SET_DIFF.finditer(source):
+        if match.start() < copied:
+            continue
+        parsed = _call_args(source, match.end())
+        if parsed is None or len(parsed[0]) != 2:
+            continue
+        (a, b), end = parsed
+        out.append(source[copied : match.start()])
+        out.append(f"({_rewrite_set_diff(a)} - {_rewrite_set_diff(b)})")
+        copied = end
+    out.append(source[copied:])
+    return "".join(out)
 
 
 # --------------------------------------------------------------------------- source normalization
@@ -136,7 +174,7 @@ def normalize_source(source: str) -> str:
         prev = ch
         i += 1
     out.append(source[copied:])
-    return _pad_sprintf("".join(out))
+    return _pad_sprintf(_rewrite_set_diff("".join(out)))
 
 
 _SPRINTF = re.compile(r'(?<![\w.])sprintf\(\s*("(?:[^"\\\n]|\\.)*")\s*,\s*\[')
@@ -145,8 +183,8 @@ _VERB = re.compile(r"%[-+# 0]*(?:\d+|\*)?(?:\.(?:\d+|\*))?([a-zA-Z%])")
 
 def _pad_sprintf(source: str) -> str:
     """Go's fmt prints ``%!v(MISSING)`` for a verb with no argument, and OPA's sprintf with it, where regorus
-    raises an error. For calls with a literal format and a literal argument array that is too short, append
-    the text Go would print, so messages read exactly as Gatekeeper's."""
+    raises an error. For calls with a literal format and a literal argument array that is too short, the
+    verbs without an argument become that text in the format, so messages read exactly as Gatekeeper's."""
     out: list[str] = []
     copied = 0
     for match in _SPRINTF.finditer(source):
@@ -178,15 +216,124 @@ def _pad_sprintf(source: str) -> str:
         count = args + (1 if has_item else 0)
         if count >= len(verbs):
             continue
-        missing = ", ".join(f'"%!{verb}(MISSING)"' for verb in verbs[count:])
-        out.append(source[copied:i].rstrip())
-        out.append((", " if count else "") + missing)
-        copied = i
+        # rewrite the verbs that have no argument as literal text: "%%!d(MISSING)" prints "%!d(MISSING)"
+        literal = match.group(1)
+        spans = [m for m in _VERB.finditer(literal) if m.group(1) != "%"]
+        rewritten = literal
+        for m in reversed(spans[count:]):
+            rewritten = rewritten[: m.start()] + f"%%!{m.group(1)}(MISSING)" + rewritten[m.end() :]
+        out.append(source[copied : match.start(1)])
+        out.append(rewritten)
+        copied = match.end(1)
     out.append(source[copied:])
     return "".join(out)
 
 
 # --------------------------------------------------------------------------- programs
+
+
+_STRINGS_AND_COMMENTS = re.compile(r'"(?:[^"\\\n]|\\.)*"|`[^`]*`|#[^\n]*')
+
+
+def _check_v0_keywords(filename: str, text: str) -> None:
+    """In Rego v0, ``if`` and ``contains`` are keywords only when imported (``future.keywords``, ``rego.v1``).
+    OPA refuses them otherwise; regorus would read ``if`` as a name and drop the body, so refuse them too."""
+    code = _STRINGS_AND_COMMENTS.sub(lambda m: " " * len(m.group(0)), text)
+    imports = set(re.findall(r"^\s*import\s+([\w.]+)", code, re.MULTILINE))
+    everything = bool({"future.keywords", "rego.v1"} & imports)
+    checks = (("if", r"\bif\b"), ("contains", r"\bcontains\b(?!\s*\()"))
+    for keyword, pattern in checks:
+        if everything or f"future.keywords.{keyword}" in imports:
+            continue
+        found = re.search(pattern, code)
+        if found:
+            line = code.count("\n", 0, found.start()) + 1
+            raise RegoCompileError(
+                f"{filename}:{line}: `{keyword}` is a keyword only with `import future.keywords.{keyword}` "
+                "or `import rego.v1` in Rego v0 (or set `source.version: v1`)"
+            )
+
+
+def _dotted(expr: Any) -> str | None:
+    """``a.b.c`` for a Var/RefDot chain of regorus' AST, None for anything else."""
+    if not isinstance(expr, dict):
+        return None
+    if "Var" in expr:
+        return str(expr["Var"]["value"])
+    if "RefDot" in expr:
+        base = _dotted(expr["RefDot"]["refr"])
+        return f"{base}.{expr['RefDot']['field'][1]}" if base else None
+    return None
+
+
+def _calls(node: Any, out: list[dict[str, Any]]) -> None:
+    if isinstance(node, dict):
+        if "Call" in node:
+            out.append(node["Call"])
+        for value in node.values():
+            _calls(value, out)
+    elif isinstance(node, list):
+        for value in node:
+            _calls(value, out)
+
+
+_BUILTINS: dict[str, bool] = {}
+
+
+def _is_builtin(name: str) -> bool:
+    """Whether regorus knows a function: a one-off probe, remembered."""
+    known = _BUILTINS.get(name)
+    if known is None:
+        probe = regorus.Engine()
+        probe.set_rego_v0(True)
+        try:
+            probe.add_policy("probe.rego", f"package probe\np {{ x := {name}(1) }}\n")
+            probe.eval_rule_as_json("data.probe.p")
+            known = True
+        except Exception as err:
+            known = f"could not find function {name}" not in str(err)
+        _BUILTINS[name] = known
+    return known
+
+
+def _check_calls(engine: regorus.Engine) -> None:
+    """Every function called must be a builtin or a function the template (or its libs) defines: OPA refuses
+    undefined functions at compile time, regorus only when a request reaches the call."""
+    modules = orjson.loads(engine.get_ast_as_json())
+    defined: set[str] = set()
+    for module in modules:
+        package = _dotted(module["ast"]["package"]["refr"]) or ""
+        for rule in module["ast"].get("rules", []):
+            for head in rule.get("Spec", {}).get("head", {}).values():
+                name = _dotted(head.get("refr")) if isinstance(head, dict) else None
+                if name:
+                    defined.add(f"{package}.{name}")
+    for module in modules:
+        package = _dotted(module["ast"]["package"]["refr"]) or ""
+        aliases: dict[str, str] = {}
+        for imp in module["ast"].get("imports", []):
+            path = _dotted(imp.get("refr")) or ""
+            alias = imp.get("as")
+            aliases[str(alias) if alias else path.rsplit(".", 1)[-1]] = path
+        calls: list[dict[str, Any]] = []
+        _calls(module["ast"].get("rules", []), calls)
+        for call in calls:
+            name = _dotted(call.get("fcn"))
+            if not name:
+                continue
+            first, _, rest = name.partition(".")
+            if first == "data":
+                ok = name[len("data.") :] in defined
+            elif first in aliases and aliases[first].startswith("data."):
+                ok = (aliases[first][len("data.") :] + (f".{rest}" if rest else "")) in defined
+            else:
+                ok = f"{package}.{name}" in defined or name in DEPRECATED_BUILTINS or _is_builtin(name)
+            if not ok:
+                span = call.get("span", {})
+                raise RegoCompileError(
+                    f"{module['source']['file']}:{span.get('line', '?')}:{span.get('col', '?')}: "
+                    f"undefined function {name}"
+                )
 
 
 def _add_deprecated_builtins(engine: regorus.Engine, texts: Sequence[str]) -> None:
@@ -228,16 +375,22 @@ class RegoProgram:
         engine = regorus.Engine()
         engine.set_rego_v0(not source.v1)
         texts = [(f"{name}.rego", source.rego)] + [(f"{name}.lib{i}.rego", lib) for i, lib in enumerate(source.libs)]
+        if not source.v1:
+            for filename, text in texts:
+                _check_v0_keywords(filename, text)
         _add_deprecated_builtins(engine, [text for _, text in texts])
         for filename, text in texts:
             self._add(engine, filename, text)
+        _check_calls(engine)
         try:
             engine.eval_rule_as_json(f"data.{self.package}.violation")
         except Exception as err:
             message = clean_error(err)
             if "not a valid rule path" in message or "not found" in message:
                 raise RegoCompileError(f"rego: package {self.package} has no violation rule") from err
-            # evaluating with no input may fail at run time; that is not a compile error
+            if "is unsafe" in message:  # regorus finds unsafe variables when it first evaluates
+                raise RegoCompileError(message) from err
+            # otherwise evaluating with no input failed at run time; that is not a compile error
         self._engine = engine
         self._data_version = -1
         self.uses_inventory = any("data.inventory" in text for _, text in texts)
@@ -308,10 +461,14 @@ class RegoBundle:
                     scratch.add_policy(filename, text)
             except Exception:
                 continue
-            _add_deprecated_builtins(engine, [t for _, t in sources])
-            for filename, text in sources:
-                engine.add_policy(filename, text)
-            engine.add_policy(f"hook.{key}.rego", self._hook(key))
+            try:
+                scratch.add_policy(f"hook.{key}.rego", self._hook(key, v1=v1))
+                _add_deprecated_builtins(engine, [t for _, t in sources])
+                for filename, text in sources:
+                    engine.add_policy(filename, text)
+                engine.add_policy(f"hook.{key}.rego", self._hook(key, v1=v1))
+            except Exception:  # left to its own program; the bundle is only a faster path
+                continue
             self.keys[kind] = key
         self.uses_inventory = any(programs[kind].uses_inventory for kind in self.keys)
         self._engine = engine
@@ -332,15 +489,15 @@ class RegoBundle:
         return out
 
     @staticmethod
-    def _hook(key: str) -> str:
+    def _hook(key: str, *, v1: bool) -> str:
         return (
             f"package gkhooks.{key}\n"
-            "violation[out] {\n"
-            f"  name := input.gkmatched.{key}[_]\n"
-            f"  params := data.gkconstraints.{key}[name]\n"
-            f"  v := data.gktpl.{key}.violation[_] with input.parameters as params\n"
-            '  out := {"name": name, "msg": v.msg, "details": object.get(v, "details", {})}\n'
-            "}\n"
+            + ("violation contains out if {\n" if v1 else "violation[out] {\n")
+            + f"  name := input.gkmatched.{key}[_]\n"
+            + f"  params := data.gkconstraints.{key}[name]\n"
+            + f"  v := data.gktpl.{key}.violation[_] with input.parameters as params\n"
+            + '  out := {"name": name, "msg": v.msg, "details": object.get(v, "details", {})}\n'
+            + "}\n"
         )
 
     def data_version(self) -> object:

@@ -77,6 +77,10 @@ class ValidationSystem:
 
     def add_constraint(self, resource: Mapping[str, Any]) -> Constraint:
         kind = str(resource.get("kind") or "")
+        if kind not in self.templates:
+            # kept, and checked again when its template arrives (a watch may deliver it first)
+            meta = resource.get("metadata") if isinstance(resource.get("metadata"), Mapping) else {}
+            self._pending[(kind, str(meta.get("name") or ""))] = resource
         constraint = constraint_from_resource(resource, self.templates.get(kind))
         self._pending.pop(constraint.key, None)
         self._changed()
