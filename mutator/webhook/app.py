@@ -87,31 +87,31 @@ def create_app(
         }
         return JSONResponse(envelope(review, response))
 
-    async def mutate(request: Request) -> Response:
-        review = await read_review(request)
-        if isinstance(review, Response):
-            return review
-        current = policies()
-        try:
-            outcome = mutate_review(review, current.mutation, current.namespace, mutation_options)
-        except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
-            raise
-        except BaseException:  # also a panic inside an engine (pyo3's PanicException is a BaseException)
-            return internal_error(review, mutation_options.fail_open)
-        return JSONResponse(envelope(review, outcome.response))
+    def endpoint(answer: Callable[[dict[str, Any], PolicySet], dict[str, Any]], fail_open: bool) -> Any:
+        async def handle(request: Request) -> Response:
+            review = await read_review(request)
+            if isinstance(review, Response):
+                return review
+            try:
+                response = answer(review, policies())
+            except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException:  # also a panic inside an engine (pyo3's PanicException is a BaseException)
+                return internal_error(review, fail_open)
+            return JSONResponse(envelope(review, response))
 
-    async def admit(request: Request) -> Response:
-        review = await read_review(request)
-        if isinstance(review, Response):
-            return review
-        current = policies()
-        try:
-            outcome = validate_review(review, current.validation, current.namespace, validation_options)
-        except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
-            raise
-        except BaseException:  # also a panic inside an engine (pyo3's PanicException is a BaseException)
-            return internal_error(review, validation_options.fail_open)
-        return JSONResponse(envelope(review, outcome.response))
+        return handle
+
+    mutate = endpoint(
+        lambda review, current: mutate_review(review, current.mutation, current.namespace, mutation_options).response,
+        mutation_options.fail_open,
+    )
+    admit = endpoint(
+        lambda review, current: (
+            validate_review(review, current.validation, current.namespace, validation_options).response
+        ),
+        validation_options.fail_open,
+    )
 
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok")
