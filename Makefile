@@ -7,7 +7,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8443
 POLICIES ?= examples/policies
 
-.PHONY: run test setup setup-test certs lint bench clean
+.PHONY: run test e2e setup setup-test certs lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,12 @@ run: setup certs
 test: setup-test
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest -q
+
+# End-to-end tests against a real kube-apiserver on 127.0.0.1 (tests/e2e/cluster.py says where it comes from:
+# MUTATOR_E2E_KUBECONFIG, KUBE_APISERVER_BIN + ETCD_BIN, or a one-time build from Debian sources into
+# ${MUTATOR_E2E_CACHE:-~/.cache/mutator-e2e}, 5-12 minutes the first time).
+e2e: setup-test
+	$(VENV)/bin/pytest -q -m e2e tests/e2e
 
 lint: setup-test
 	$(VENV)/bin/ruff check .
