@@ -37,6 +37,17 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         validation=ValidationOptions(fail_open=args.fail_open, exempt_namespaces=tuple(args.exempt_namespace)),
         enable_cel=args.enable_k8s_native_validation,
     )
+    if args.policy_source == "kubernetes":
+        from .cluster.runtime import ClusterSettings
+
+        settings.cluster = ClusterSettings(
+            kubeconfig=args.kubeconfig,
+            namespace=args.namespace,
+            operations=[op.strip() for op in args.operation.split(",") if op.strip()],
+            audit_interval=args.audit_interval,
+            violations_limit=args.constraint_violations_limit,
+            enable_cel=args.enable_k8s_native_validation,
+        )
     run(settings)
     return 0
 
@@ -196,6 +207,23 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         help="never mutate requests from this user (mutator's service account; repeatable)",
+    )
+    serve.add_argument(
+        "--policy-source",
+        choices=("files", "kubernetes"),
+        default="files",
+        help="files: --policies (reloaded on change); kubernetes: watch the cluster's Gatekeeper resources",
+    )
+    serve.add_argument("--kubeconfig", help="kubeconfig for --policy-source kubernetes (default: in-cluster)")
+    serve.add_argument("--namespace", default="mutator-system", help="mutator's namespace (where Config lives)")
+    serve.add_argument(
+        "--operation",
+        default="webhook,mutation-webhook,audit,status",
+        help="comma list of webhook, mutation-webhook, audit, status (as Gatekeeper's --operation)",
+    )
+    serve.add_argument("--audit-interval", type=float, default=60.0, help="seconds between audit runs")
+    serve.add_argument(
+        "--constraint-violations-limit", type=int, default=20, help="violations kept in each constraint's status"
     )
     serve.set_defaults(func=_cmd_serve)
 

@@ -32,6 +32,8 @@ log = logging.getLogger("mutator.policy")
 class LoadError:
     source: str
     message: str
+    kind: str = ""  # the rejected resource's kind and name, when the error is about one resource
+    name: str = ""
 
     def __str__(self) -> str:
         return f"{self.source}: {self.message}"
@@ -61,7 +63,10 @@ class TemplateCache:
         self._compiled: dict[tuple[bytes, bool], Template] = {}
 
     def get(self, resource: Mapping[str, Any], enable_cel: bool) -> Template:
-        key = (orjson.dumps(resource, option=orjson.OPT_SORT_KEYS), enable_cel)
+        # what compiles is the spec (and the name): a status or resourceVersion change recompiles nothing
+        meta = resource.get("metadata") if isinstance(resource.get("metadata"), Mapping) else {}
+        essence = [resource.get("apiVersion"), resource.get("kind"), meta.get("name"), resource.get("spec")]
+        key = (orjson.dumps(essence, option=orjson.OPT_SORT_KEYS), enable_cel)
         template = self._compiled.get(key)
         if template is None:
             template = template_from_resource(resource, enable_cel=enable_cel)
@@ -90,7 +95,7 @@ def build_policy_set(
             try:
                 mutator = mutator_from_resource(body)
             except PolicyError as err:
-                policies.errors.append(LoadError(doc.describe(), str(err)))
+                policies.errors.append(LoadError(doc.describe(), str(err), doc.kind, doc.name))
                 continue
             if mutator.id in policies.mutation:
                 policies.errors.append(
@@ -98,12 +103,12 @@ def build_policy_set(
                 )
             conflict = policies.mutation.upsert(mutator)
             if conflict:
-                policies.conflicts.append(LoadError(doc.describe(), conflict))
+                policies.conflicts.append(LoadError(doc.describe(), conflict, doc.kind, doc.name))
         elif is_template_resource(body):
             try:
                 template = cache.get(body, enable_cel)
             except PolicyError as err:
-                policies.errors.append(LoadError(doc.describe(), str(err)))
+                policies.errors.append(LoadError(doc.describe(), str(err), doc.kind, doc.name))
                 continue
             policies.validation.add_template(template)
         elif is_constraint_resource(body):
@@ -118,7 +123,7 @@ def build_policy_set(
         try:
             policies.validation.add_constraint(doc.body)
         except PolicyError as err:
-            policies.errors.append(LoadError(doc.describe(), str(err)))
+            policies.errors.append(LoadError(doc.describe(), str(err), doc.kind, doc.name))
     cache.retain(policies.validation.templates.values())
     policies.validation.prepare()  # build the Rego bundles now, not on the first request
     return policies

@@ -6,15 +6,20 @@ import asyncio
 import gc
 import logging
 import signal
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config
 
-from ..policy import DirectorySource
+from ..policy import DirectorySource, PolicySet
 from .admission import MutationOptions, ValidationOptions
 from .app import create_app
+
+if TYPE_CHECKING:
+    from ..cluster.runtime import ClusterSettings
 
 log = logging.getLogger("mutator.server")
 
@@ -30,6 +35,7 @@ class ServerSettings:
     options: MutationOptions | None = None
     validation: ValidationOptions | None = None
     enable_cel: bool = True
+    cluster: ClusterSettings | None = None  # policies from the Kubernetes API instead of files
 
 
 def hypercorn_config(settings: ServerSettings) -> Config:
@@ -52,15 +58,35 @@ def run(settings: ServerSettings) -> None:
     for path in (settings.certfile, settings.keyfile):
         if not path.is_file():
             raise SystemExit(f"mutator serve: {path}: no such file (make certificates with `mutator certs`)")
-    source = DirectorySource(settings.policy_paths, interval=settings.reload_interval, enable_cel=settings.enable_cel)
-    source.start()
-    # Everything loaded so far lives as long as the process: keep it out of the collector's full passes,
-    # which otherwise pause a request every few hundred for ~20 ms (docs/performance.md).
-    gc.collect()
-    gc.freeze()
-    app = create_app(
-        lambda: source.current, ready=source.loaded.is_set, options=settings.options, validation=settings.validation
-    )
+    background: Callable[[], list[Coroutine[Any, Any, None]]]
+    if settings.cluster is not None:
+        from ..cluster.runtime import ClusterRuntime
+
+        try:
+            runtime = ClusterRuntime(settings.cluster)
+        except ValueError as err:
+            raise SystemExit(f"mutator serve: {err}") from err
+        cluster_source = runtime.source
+        provider: Callable[[], PolicySet] = lambda: cluster_source.current  # noqa: E731
+        ready: Callable[[], bool] = cluster_source.loaded.is_set
+        background = runtime.coroutines
+        stop_source = cluster_source.stop
+        where = "the Kubernetes API"
+    else:
+        source = DirectorySource(
+            settings.policy_paths, interval=settings.reload_interval, enable_cel=settings.enable_cel
+        )
+        source.start()
+        # Everything loaded so far lives as long as the process: keep it out of the collector's full passes,
+        # which otherwise pause a request every few hundred for ~20 ms (docs/performance.md).
+        gc.collect()
+        gc.freeze()
+        provider = lambda: source.current  # noqa: E731
+        ready = source.loaded.is_set
+        background = lambda: [source.watch()]  # noqa: E731
+        stop_source = source.stop
+        where = ", ".join(str(p) for p in settings.policy_paths)
+    app = create_app(provider, ready=ready, options=settings.options, validation=settings.validation)
     config = hypercorn_config(settings)
 
     async def main() -> None:
@@ -68,20 +94,16 @@ def run(settings: ServerSettings) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        log.info(
-            "serving https://%s:%d (policies: %s)",
-            settings.host,
-            settings.port,
-            ", ".join(str(p) for p in settings.policy_paths),
-        )
-        watcher = asyncio.create_task(source.watch())
+        log.info("serving https://%s:%d (policies: %s)", settings.host, settings.port, where)
+        tasks = [asyncio.create_task(c) for c in background()]
         try:
             await hypercorn_serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
         finally:
-            source.stop()
-            watcher.cancel()
+            stop_source()
+            for task in tasks:
+                task.cancel()
 
     try:
         asyncio.run(main())
     finally:
-        source.stop()
+        stop_source()

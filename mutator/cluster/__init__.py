@@ -1,0 +1,1 @@
+"""The cluster side: watches, constraint CRDs, status, audit and sync, with the official client."""
