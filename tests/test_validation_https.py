@@ -121,7 +121,7 @@ def test_bad_template_is_rejected_with_the_line_and_others_keep_answering(server
     template = yaml.safe_load(BAD_REGO_TEMPLATE)
     response = _admit(server, template, uid="t")
     assert response["allowed"] is False
-    assert response["status"]["code"] == 422
+    assert response["status"]["code"] == 403
     assert "testbroken.rego:" in response["status"]["message"]
 
 

@@ -160,10 +160,13 @@ def mutate_review(
     except MutationError as err:
         message = str(err)
         log.warning("mutation failed for request %s: %s", uid, message)
+        # a system that did not converge ran all its passes (gatekeeper_mutation_system_iterations{success=false})
+        passes = len(system) + 1 if message.startswith("mutation not converging") else 0
         if options.fail_open:
-            return MutationOutcome(_allowed(uid, warnings=[f"mutation skipped: {message}"]), error=message)
+            response = _allowed(uid, warnings=[f"mutation skipped: {message}"])
+            return MutationOutcome(response, passes=passes, error=message)
         response = {"uid": uid, "allowed": False, "status": {"code": 500, "message": message}}
-        return MutationOutcome(response, error=message)
+        return MutationOutcome(response, passes=passes, error=message)
 
     meta = obj.get("metadata")
     if isinstance(meta, dict):
@@ -267,7 +270,7 @@ def validate_review(
     if kind.get("group") in GATEKEEPER_GROUPS:
         problem = _check_policy_resource(request, validation)
         if problem:
-            status = {"code": 422, "reason": "Invalid", "message": problem}
+            status = {"code": 403, "reason": "Forbidden", "message": problem}
             return ValidationOutcome({"uid": uid, "allowed": False, "status": status})
         return ValidationOutcome(_allowed(uid), skipped="mutator's own resources are checked, not validated")
 
@@ -306,3 +309,30 @@ def validate_review(
     if warnings:
         response["warnings"] = warnings
     return ValidationOutcome(response, result.violations, errors=result.errors)
+
+
+# --------------------------------------------------------------------------- namespace label
+
+IGNORE_LABEL = "admission.gatekeeper.sh/ignore"
+
+
+def admitlabel_review(review: Mapping[str, Any], options: ValidationOptions | None = None) -> ValidationOutcome:
+    """Answer ``/v1/admitlabel`` as Gatekeeper's namespace label webhook: only an exempt namespace may carry
+    the ``admission.gatekeeper.sh/ignore`` label."""
+    options = options or ValidationOptions()
+    request = review["request"]
+    uid = request["uid"]
+    kind = request.get("kind") if isinstance(request.get("kind"), dict) else {}
+    obj = request.get("object")
+    if kind.get("group") or kind.get("kind") != "Namespace" or request.get("operation") not in MUTATED_OPERATIONS:
+        return ValidationOutcome(_allowed(uid), skipped="not a Namespace being created or updated")
+    meta = obj.get("metadata") if isinstance(obj, dict) and isinstance(obj.get("metadata"), dict) else {}
+    name = str(meta.get("name") or request.get("name") or "")
+    if name and any(wildcard_matches(p, name) for p in options.exempt_namespaces):
+        return ValidationOutcome(_allowed(uid), skipped=f"namespace {name} is exempt")
+    labels = meta.get("labels")
+    if not isinstance(labels, dict) or IGNORE_LABEL not in labels:
+        return ValidationOutcome(_allowed(uid))
+    message = f"Only exempt namespace can have the {IGNORE_LABEL} label"
+    status = {"code": 403, "reason": "Forbidden", "message": message}
+    return ValidationOutcome({"uid": uid, "allowed": False, "status": status})
