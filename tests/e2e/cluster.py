@@ -408,6 +408,7 @@ class Cluster:
         ]
         if 0 < minor < 24:  # removed in 1.24; before that it defaults to serving plain HTTP on :8080
             args.append("--insecure-port=0")
+        self._apiserver_args = args
         self._spawn("kube-apiserver", args)
         self.server = f"https://{LOOPBACK}:{api_port}"
         self.kubeconfig = w / "kubeconfig"
@@ -416,6 +417,15 @@ class Cluster:
         # The "default" namespace is created by a bootstrap loop shortly after the API server is ready.
         default_ns = f"{self.server}/api/v1/namespaces/default"
         self._wait("namespace default", lambda: b'"name":"default"' in self._get(default_ns))
+
+    def restart_apiserver(self, down_seconds: float = 1.0) -> None:
+        """Stop kube-apiserver (etcd keeps the data), wait, start it again on the same port, wait for ready."""
+        if not self.managed or "kube-apiserver" not in self._procs:
+            raise ClusterError("restart_apiserver needs a cluster this harness started")
+        _kill_group(self._procs.pop("kube-apiserver"))
+        time.sleep(down_seconds)
+        self._spawn("kube-apiserver", self._apiserver_args)
+        self._wait("kube-apiserver", lambda: self._get(f"{self.server}/readyz").strip() == b"ok")
 
     def _spawn(self, name: str, args: list[str]) -> None:
         assert self.workdir is not None

@@ -381,3 +381,21 @@ def test_broken_template_status_shows_the_error(cluster: Cluster, mutator: Mutat
     apply(cluster, constraint("E2eRepos", "still-enforced", [namespace], "deny", repo="registry.example.com/"))
     bad = pod("bad", namespace, image="docker.io/nginx:1")
     assert wait_for(lambda: _denied_with(cluster, bad, "[still-enforced] container <app>"), 60)
+
+
+def test_enforcement_survives_an_api_server_restart(cluster: Cluster, mutator: Mutator, namespace: str) -> None:
+    if cluster.mode == "kubeconfig":
+        pytest.skip("restarting the API server needs a cluster this harness started, not MUTATOR_E2E_KUBECONFIG")
+    apply(cluster, REPOS)
+    assert wait_for(lambda: _constraint_served(cluster, "E2eRepos"), 60)
+    apply(cluster, constraint("E2eRepos", "after-restart", [namespace], "deny", repo="registry.example.com/"))
+    bad = pod("bad", namespace, image="docker.io/nginx:1")
+    assert wait_for(lambda: _denied_with(cluster, bad, "[after-restart] container <app>"), 60)
+    cluster.restart_apiserver(down_seconds=2)
+    # a policy created after the restart is seen too: the watches resumed
+    apply(cluster, constraint("E2eRepos", "new-after-restart", [namespace], "deny", repo="registry.example.com/"))
+    assert wait_for(lambda: _denied_with(cluster, bad, "[new-after-restart] container <app>"), 90), (
+        mutator.log.read_text()[-3000:]
+    )
+    assert _denied_with(cluster, bad, "[after-restart] container <app>")
+    assert mutator.proc.poll() is None
