@@ -132,6 +132,10 @@ def mutator(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Itera
         apply(cluster, *webhook_configurations(port, bundle))
         yield m
     finally:
+        # leave the shared cluster as we found it for the other e2e modules
+        for kind in ("assign", "assignmetadata", "modifyset", "assignimage", "constrainttemplates"):
+            cluster.kubectl("delete", kind, "--all", "--wait=false")
+        cluster.kubectl("delete", "config", "--all", "-n", "mutator-system", "--wait=false")
         cluster.kubectl("delete", "mutatingwebhookconfiguration", "mutator-mutating-webhook-configuration")
         cluster.kubectl("delete", "validatingwebhookconfiguration", "mutator-validating-webhook-configuration")
         proc.terminate()
