@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -12,12 +13,14 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from ..metrics import CONTENT_TYPE, Metrics
 from ..policy import PolicySet
 from .admission import (
     MAX_BODY_BYTES,
     BadReview,
     MutationOptions,
     ValidationOptions,
+    admitlabel_review,
     envelope,
     mutate_review,
     parse_review,
@@ -27,6 +30,8 @@ from .admission import (
 log = logging.getLogger("mutator.webhook")
 
 PolicyProvider = Callable[[], PolicySet]
+# (review, or None when malformed; outcome, or None when answering failed; seconds taken)
+Observer = Callable[[dict[str, Any] | None, Any, float], None]
 
 
 class _TooLarge(Exception):
@@ -57,10 +62,18 @@ def create_app(
     ready: Callable[[], bool] = lambda: True,
     options: MutationOptions | None = None,
     validation: ValidationOptions | None = None,
+    metrics: Metrics | None = None,
 ) -> Starlette:
-    """Build the app. ``policies`` returns the current policy set (read once per request)."""
+    """Build the app. ``policies`` returns the current policy set (read once per request).
+
+    ``GET /metrics`` serves ``metrics`` (a new :class:`Metrics` by default) in the Prometheus text format on the
+    app's own (TLS) port; Gatekeeper serves them on a separate plain-HTTP port (8888).
+    """
     mutation_options = options or MutationOptions()
     validation_options = validation or ValidationOptions()
+    metrics = metrics or Metrics()
+    if metrics.policies is None:
+        metrics.policies = policies
 
     async def read_review(request: Request) -> dict[str, Any] | Response:
         try:
@@ -87,31 +100,40 @@ def create_app(
         }
         return JSONResponse(envelope(review, response))
 
-    def endpoint(answer: Callable[[dict[str, Any], PolicySet], dict[str, Any]], fail_open: bool) -> Any:
+    def endpoint(answer: Callable[[dict[str, Any], PolicySet], Any], fail_open: bool, observe: Observer) -> Any:
+        """``answer`` returns an outcome with the ``.response``; ``observe`` records every request."""
+
         async def handle(request: Request) -> Response:
+            start = time.perf_counter()
             review = await read_review(request)
             if isinstance(review, Response):
+                observe(None, None, time.perf_counter() - start)
                 return review
             try:
-                response = answer(review, policies())
+                outcome = answer(review, policies())
             except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
                 raise
             except BaseException:  # also a panic inside an engine (pyo3's PanicException is a BaseException)
+                observe(review, None, time.perf_counter() - start)
                 return internal_error(review, fail_open)
-            return JSONResponse(envelope(review, response))
+            response = JSONResponse(envelope(review, outcome.response))
+            observe(review, outcome, time.perf_counter() - start)
+            return response
 
         return handle
 
     mutate = endpoint(
-        lambda review, current: mutate_review(review, current.mutation, current.namespace, mutation_options).response,
+        lambda review, current: mutate_review(review, current.mutation, current.namespace, mutation_options),
         mutation_options.fail_open,
+        lambda review, outcome, seconds: metrics.observe_mutation(outcome, seconds),
     )
     admit = endpoint(
-        lambda review, current: (
-            validate_review(review, current.validation, current.namespace, validation_options).response
-        ),
+        lambda review, current: validate_review(review, current.validation, current.namespace, validation_options),
         validation_options.fail_open,
+        metrics.observe_validation,
     )
+    # Gatekeeper's namespace label webhook: not counted in the request metrics, as in Gatekeeper
+    admitlabel = endpoint(lambda review, current: admitlabel_review(review, validation_options), False, lambda *_: None)
 
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok")
@@ -121,10 +143,15 @@ def create_app(
             return PlainTextResponse("ok")
         return PlainTextResponse("policies not loaded yet", status_code=503)
 
+    async def metrics_endpoint(request: Request) -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
     routes = [
         Route("/v1/mutate", mutate, methods=["POST"]),
         Route("/v1/admit", admit, methods=["POST"]),
+        Route("/v1/admitlabel", admitlabel, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
     ]
     return Starlette(routes=routes)
