@@ -2,17 +2,24 @@
 
 The serving certificate carries SANs for 127.0.0.1, localhost and the in-cluster Service names
 (``<service>.<namespace>.svc`` and ``...svc.cluster.local``), so one set works locally and in a cluster.
-The CA's PEM is what goes into the webhook configurations' ``caBundle``.
+The CA's PEM is what goes into the webhook configurations' ``caBundle``: ``ca_bundle`` encodes it,
+``set_ca_bundle``/``patch_manifest_text`` put it into manifests, ``patch_webhook_configurations`` into the
+objects in a cluster (``mutator certs --patch-files`` / ``--patch-webhooks``).
 """
 
 from __future__ import annotations
 
+import base64
+import copy
 import datetime as dt
 import ipaddress
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -138,3 +145,135 @@ def make_certs(
     _write(paths.key, _key_pem(key), private=True)
     _write(paths.cert, cert.public_bytes(serialization.Encoding.PEM))
     return paths
+
+
+# --- caBundle: the CA the API server trusts when it calls the webhook ---------------------------------------
+
+WEBHOOK_CONFIGURATION_KINDS = ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration")
+DEFAULT_VALIDATING_WEBHOOK = "mutator-validating-webhook-configuration"
+DEFAULT_MUTATING_WEBHOOK = "mutator-mutating-webhook-configuration"
+
+
+def ca_bundle(path: Path) -> str:
+    """The ``caBundle`` value for a CA certificate file: base64 of its PEM, as the API server expects."""
+    data = Path(path).read_bytes()
+    try:
+        x509.load_pem_x509_certificate(data)
+    except ValueError as err:
+        raise ValueError(f"{path}: not a PEM certificate ({err})") from err
+    return base64.b64encode(data).decode("ascii")
+
+
+def is_webhook_configuration(doc: object) -> bool:
+    return (
+        isinstance(doc, dict)
+        and doc.get("kind") in WEBHOOK_CONFIGURATION_KINDS
+        and str(doc.get("apiVersion", "")).startswith("admissionregistration.k8s.io/")
+    )
+
+
+def set_ca_bundle(doc: Any, bundle: str) -> Any:
+    """A copy of ``doc`` with ``caBundle`` set in every webhook's ``clientConfig``.
+
+    Only Validating/MutatingWebhookConfigurations change; any other document is returned as it is.
+    """
+    if not is_webhook_configuration(doc):
+        return doc
+    out = copy.deepcopy(doc)
+    for webhook in out.get("webhooks") or []:
+        webhook.setdefault("clientConfig", {})["caBundle"] = bundle
+    return out
+
+
+_CA_BUNDLE_LINE = re.compile(r"^(?P<indent>[ \t]*(?:- )?)caBundle:[^\n]*$", re.MULTILINE)
+
+
+def patch_manifest_text(text: str, bundle: str) -> str:
+    """``text`` (a multi-document YAML manifest) with ``caBundle`` set in its webhook configurations.
+
+    When every webhook already has a ``caBundle:`` line and nothing else does, only those lines change, so
+    comments and layout survive; otherwise the documents are written out again (comments are then lost).
+    """
+    docs = list(yaml.safe_load_all(text))
+    wanted = [set_ca_bundle(doc, bundle) for doc in docs]
+    if wanted == docs:
+        return text
+    replaced = _CA_BUNDLE_LINE.sub(lambda m: f"{m.group('indent')}caBundle: {bundle}", text)
+    if replaced != text and list(yaml.safe_load_all(replaced)) == wanted:
+        return replaced
+    return yaml.safe_dump_all(wanted, sort_keys=False)
+
+
+def patch_manifest_files(paths: list[Path], bundle: str) -> list[Path]:
+    """Rewrite ``caBundle`` in local manifests (atomically); return the files that changed."""
+    changed: list[Path] = []
+    for path in paths:
+        text = Path(path).read_text()
+        new = patch_manifest_text(text, bundle)
+        if new != text:
+            _write(Path(path), new.encode())
+            changed.append(Path(path))
+    return changed
+
+
+def kube_api_client(kubeconfig: str | None = None) -> Any:
+    """An official ``kubernetes`` ApiClient: from ``kubeconfig`` when given, else in-cluster, else ~/.kube/config."""
+    from kubernetes import client as k8s
+    from kubernetes import config as k8s_config
+
+    configuration = k8s.Configuration()
+    if kubeconfig:
+        k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+    else:
+        try:
+            k8s_config.load_incluster_config(client_configuration=configuration)
+        except k8s_config.ConfigException:
+            k8s_config.load_kube_config(client_configuration=configuration)
+    return k8s.ApiClient(configuration)
+
+
+def patch_webhook_configurations(api_client: Any, names: dict[str, str], bundle: str) -> list[str]:
+    """Patch ``caBundle`` into the named webhook configurations in a cluster.
+
+    ``names`` maps a kind (``ValidatingWebhookConfiguration`` or ``MutatingWebhookConfiguration``) to the
+    object's name; ``api_client`` is an official ``kubernetes`` ``ApiClient``. Every webhook of each object gets
+    the bundle (a JSON patch per index, so other fields are untouched). Returns ``"<kind>/<name>"`` for each
+    object patched; a missing object raises the client's ``ApiException`` (404).
+    """
+    from kubernetes import client as k8s
+
+    api = k8s.AdmissionregistrationV1Api(api_client)
+    calls = {
+        "ValidatingWebhookConfiguration": (
+            api.read_validating_webhook_configuration,
+            api.patch_validating_webhook_configuration,
+        ),
+        "MutatingWebhookConfiguration": (
+            api.read_mutating_webhook_configuration,
+            api.patch_mutating_webhook_configuration,
+        ),
+    }
+    done: list[str] = []
+    for kind, name in names.items():
+        if kind not in calls:
+            raise ValueError(f"{kind}: not a webhook configuration kind ({', '.join(WEBHOOK_CONFIGURATION_KINDS)})")
+        read, patch = calls[kind]
+        for attempt in range(1, 4):
+            current = read(name)
+            ops = [
+                {"op": "add", "path": f"/webhooks/{i}/clientConfig/caBundle", "value": bundle}
+                for i in range(len(current.webhooks or []))
+            ]
+            if not ops:
+                break
+            # the object must still be the one read: a concurrent change fails the patch (and we read again),
+            # so a bundle never lands on the wrong webhook
+            unchanged = {"op": "test", "path": "/metadata/resourceVersion", "value": current.metadata.resource_version}
+            try:
+                patch(name, [unchanged, *ops])
+                break
+            except k8s.ApiException as err:
+                if err.status in (401, 403, 404) or attempt == 3:
+                    raise
+        done.append(f"{kind}/{name}")
+    return done

@@ -53,11 +53,47 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_certs(args: argparse.Namespace) -> int:
+    from .certs import ca_bundle, kube_api_client, patch_manifest_files, patch_webhook_configurations
+
     hosts = default_hosts(args.service, args.namespace) + list(args.host)
     paths = make_certs(Path(args.out), hosts, days=args.days, reuse_ca=not args.new_ca)
     print(f"CA:          {paths.ca_cert}")
     print(f"certificate: {paths.cert} (SANs: {', '.join(hosts)})")
     print(f"key:         {paths.key}")
+    if not (args.patch_files or args.patch_webhooks):
+        return 0
+    bundle = ca_bundle(paths.ca_cert)
+    if args.patch_files:
+        try:
+            changed = patch_manifest_files([Path(f) for f in args.patch_files], bundle)
+        except (OSError, ValueError, yaml.YAMLError) as err:
+            print(f"mutator certs: --patch-files: {err}", file=sys.stderr)
+            return 1
+        for f in args.patch_files:
+            print(f"caBundle:    {f} ({'patched' if Path(f) in changed else 'unchanged'})")
+    if args.patch_webhooks:
+        from kubernetes.client import ApiException
+        from kubernetes.config import ConfigException
+
+        names = {
+            kind: name
+            for kind, name in (
+                ("ValidatingWebhookConfiguration", args.validating_webhook_name),
+                ("MutatingWebhookConfiguration", args.mutating_webhook_name),
+            )
+            if name
+        }
+        try:
+            with kube_api_client(args.kubeconfig) as api:
+                patched = patch_webhook_configurations(api, names, bundle)
+        except ConfigException as err:
+            print(f"mutator certs: --patch-webhooks: no cluster configuration: {err}", file=sys.stderr)
+            return 1
+        except ApiException as err:
+            print(f"mutator certs: --patch-webhooks: {err.status} {err.reason}: {err.body}", file=sys.stderr)
+            return 1
+        for ref in patched:
+            print(f"caBundle:    {ref} (patched in the cluster)")
     return 0
 
 
@@ -227,13 +263,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(func=_cmd_serve)
 
-    certs = sub.add_parser("certs", help="make a CA and a serving certificate")
+    from .certs import DEFAULT_MUTATING_WEBHOOK, DEFAULT_VALIDATING_WEBHOOK
+
+    certs = sub.add_parser("certs", help="make a CA and a serving certificate; optionally patch caBundle")
     certs.add_argument("--out", default=str(DEFAULT_CERT_DIR))
     certs.add_argument("--service", default="mutator-webhook-service")
     certs.add_argument("--namespace", default="mutator-system")
     certs.add_argument("--host", action="append", default=[], help="extra SAN (DNS name or IP; repeatable)")
     certs.add_argument("--days", type=int, default=365)
     certs.add_argument("--new-ca", action="store_true", help="make a new CA even if one exists")
+    certs.add_argument(
+        "--patch-files",
+        nargs="+",
+        default=[],
+        metavar="FILE",
+        help="set caBundle (base64 of ca.crt) in the webhook configurations in these YAML files",
+    )
+    certs.add_argument(
+        "--patch-webhooks",
+        action="store_true",
+        help="set caBundle in the cluster's webhook configurations (kubeconfig or in-cluster credentials)",
+    )
+    certs.add_argument("--kubeconfig", help="for --patch-webhooks (default: in-cluster, then ~/.kube/config)")
+    certs.add_argument(
+        "--validating-webhook-name",
+        default=DEFAULT_VALIDATING_WEBHOOK,
+        help="ValidatingWebhookConfiguration that --patch-webhooks patches ('' skips it)",
+    )
+    certs.add_argument(
+        "--mutating-webhook-name",
+        default=DEFAULT_MUTATING_WEBHOOK,
+        help="MutatingWebhookConfiguration that --patch-webhooks patches ('' skips it)",
+    )
     certs.set_defaults(func=_cmd_certs)
 
     mutate = sub.add_parser("mutate", help="mutate objects with the mutators given, print the result")

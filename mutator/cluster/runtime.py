@@ -44,7 +44,7 @@ def api_client(kubeconfig: str | None) -> k8s.ApiClient:
 
 
 class ClusterRuntime:
-    def __init__(self, settings: ClusterSettings, *, on_audit: Any = None) -> None:
+    def __init__(self, settings: ClusterSettings, *, on_audit: Any = None, on_sync: Any = None) -> None:
         unknown = [op for op in settings.operations if op not in OPERATIONS]
         if unknown:
             raise ValueError(f"--operation: unknown {', '.join(unknown)} (one of {', '.join(OPERATIONS)})")
@@ -52,6 +52,7 @@ class ClusterRuntime:
         self.source = KubernetesSource(
             api_client(settings.kubeconfig), namespace=settings.namespace, enable_cel=settings.enable_cel
         )
+        self.source.on_sync = on_sync
         if "status" in settings.operations:
             self.source.on_change.append(StatusWriter(self.source.dynamic, operations=settings.operations))
         self.auditor: Auditor | None = None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -138,6 +139,7 @@ class KubernetesSource:
         self.loaded = asyncio.Event()
         self._crds_made: dict[str, str] = {}  # CRD name -> the template's resourceVersion it was made from
         self.on_change: list[Any] = []  # callbacks after a rebuild (status writers)
+        self.on_sync: Any = None  # called with ({kind: objects replicated}, seconds) after sync events
 
     # -- watchers
 
@@ -181,12 +183,18 @@ class KubernetesSource:
     def apply_events(self) -> bool:
         """Apply every queued event; rebuild the policy set if a policy changed. Returns True if rebuilt."""
         policies_changed = False
+        synced = False
+        started = time.perf_counter()
         while True:
             try:
                 event = self.events.get_nowait()
             except queue.Empty:
                 break
+            synced |= event.kind in self.synced_kinds
             policies_changed |= self._apply(event)
+        if synced and self.on_sync is not None:
+            counts = {k.kind: len(self._inventory_objects(k)) for k in self.synced_kinds}
+            self.on_sync(counts, time.perf_counter() - started)
         ready = all(w.synced.is_set() for k, w in self.watchers.items() if k not in self.synced_kinds)
         if policies_changed or (ready and not self.loaded.is_set()):
             self._rebuild()

@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import signal
+import ssl
+import tempfile
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config
 
+from ..metrics import Metrics
 from ..policy import DirectorySource, PolicySet
 from .admission import MutationOptions, ValidationOptions
 from .app import create_app
@@ -36,10 +40,130 @@ class ServerSettings:
     validation: ValidationOptions | None = None
     enable_cel: bool = True
     cluster: ClusterSettings | None = None  # policies from the Kubernetes API instead of files
+    cert_reload_interval: float = 2.0  # seconds between checks of tls.crt/tls.key for a rotated pair
 
 
-def hypercorn_config(settings: ServerSettings) -> Config:
-    config = Config()
+class ReloadableConfig(Config):
+    """hypercorn's Config, but the SSLContext is made once and kept: ``CertReloader`` loads rotated
+    certificates into that same context, and every handshake after that serves the new pair."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ssl_context: ssl.SSLContext | None = None
+
+    def create_ssl_context(self) -> ssl.SSLContext | None:
+        if self.ssl_context is None:
+            self.ssl_context = super().create_ssl_context()
+        return self.ssl_context
+
+
+def _file_state(*paths: Path) -> tuple[tuple[int, int, int], ...] | None:
+    """What identifies the files' contents cheaply (inode, mtime, size; through symlinks, as in a mounted
+    Secret whose ``..data`` link is swapped), or None when one cannot be read."""
+    try:
+        return tuple((st.st_ino, st.st_mtime_ns, st.st_size) for st in (os.stat(p) for p in paths))
+    except OSError:
+        return None
+
+
+def _load_pem_pair(context: ssl.SSLContext, cert_pem: bytes, key_pem: bytes) -> None:
+    """``context.load_cert_chain`` from bytes already read. ssl loads only from paths: an anonymous in-memory
+    file on Linux (nothing written; the root filesystem may be read-only), else a private temporary file."""
+    data = key_pem.rstrip(b"\n") + b"\n" + cert_pem
+    if hasattr(os, "memfd_create"):
+        fd = os.memfd_create("mutator-tls", os.MFD_CLOEXEC)
+        try:
+            with open(fd, "wb", closefd=False) as out:
+                out.write(data)
+            context.load_cert_chain(f"/proc/self/fd/{fd}")
+        finally:
+            os.close(fd)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "pair.pem"
+        path.touch(mode=0o600)
+        path.write_bytes(data)
+        context.load_cert_chain(str(path))
+
+
+def _describe(cert_pem: bytes) -> str:
+    from cryptography import x509
+
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    return f"serial {cert.serial_number:x}, valid until {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"
+
+
+class CertReloader:
+    """Puts a rotated tls.crt/tls.key into the live SSLContext, without a restart.
+
+    Every ``interval`` seconds the files' inode/mtime/size are compared with the pair being served. A changed
+    pair is read once, checked in a scratch context, and only then loaded into the served one (the same
+    bytes), so a broken or half-written pair never reaches it: the old certificate keeps serving and the
+    error is logged (once per broken pair). Connections already open keep the certificate they shook hands
+    with; new handshakes get the new one. The load runs on the event loop, between handshakes.
+    """
+
+    def __init__(
+        self,
+        context: ssl.SSLContext,
+        certfile: Path,
+        keyfile: Path,
+        interval: float = 2.0,
+        *,
+        served: tuple[tuple[int, int, int], ...] | None = None,
+    ) -> None:
+        self.context = context
+        self.certfile = certfile
+        self.keyfile = keyfile
+        self.interval = interval
+        # the state of the files the context was loaded from (taken before loading them)
+        self.served = served if served is not None else _file_state(certfile, keyfile)
+        self._seen_failing: tuple[tuple[int, int, int], ...] | None = None
+        self._reported: tuple[tuple[int, int, int], ...] | None = None
+
+    def check(self) -> bool:
+        """Load the pair if it changed and is good; True when a new pair is now served."""
+        state = _file_state(self.certfile, self.keyfile)
+        if state == self.served:
+            return False
+        try:
+            if state is None:
+                raise OSError(f"{self.certfile} or {self.keyfile} cannot be read")
+            cert_pem, key_pem = self.certfile.read_bytes(), self.keyfile.read_bytes()
+            if _file_state(self.certfile, self.keyfile) != state:
+                return False  # changed while being read: next time
+            _load_pem_pair(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), cert_pem, key_pem)
+            described = _describe(cert_pem)
+        except (OSError, ValueError, ssl.SSLError) as err:
+            # The two files are replaced one after the other: a pair that fails once may be mid-rotation.
+            # Only a pair that fails twice in a row, unchanged, is broken; say so once.
+            if state == self._seen_failing and state != self._reported:
+                log.error(
+                    "certificate reload failed, still serving the previous certificate: %s (%s, %s)",
+                    err,
+                    self.certfile,
+                    self.keyfile,
+                )
+                self._reported = state
+            self._seen_failing = state
+            return False
+        _load_pem_pair(self.context, cert_pem, key_pem)
+        self.served = state
+        self._seen_failing = self._reported = None
+        log.info("serving certificate reloaded from %s (%s)", self.certfile, described)
+        return True
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                self.check()
+            except Exception:  # never let the watcher die: the next rotation must still be seen
+                log.exception("certificate reload check failed")
+
+
+def hypercorn_config(settings: ServerSettings) -> ReloadableConfig:
+    config = ReloadableConfig()
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     config.bind = [f"{host}:{settings.port}"]
     config.certfile = str(settings.certfile)
@@ -58,12 +182,30 @@ def run(settings: ServerSettings) -> None:
     for path in (settings.certfile, settings.keyfile):
         if not path.is_file():
             raise SystemExit(f"mutator serve: {path}: no such file (make certificates with `mutator certs`)")
+    config = hypercorn_config(settings)
+    # our SSLContext, made now (a bad pair fails here, before anything starts) and handed to hypercorn when it
+    # asks; the files' state is taken first, so a rotation racing this load is still seen by the reloader
+    served = _file_state(settings.certfile, settings.keyfile)
+    try:
+        context = config.create_ssl_context()
+    except (OSError, ssl.SSLError) as err:
+        raise SystemExit(f"mutator serve: cannot load {settings.certfile} / {settings.keyfile}: {err}") from err
+    assert context is not None
+    reloader = CertReloader(context, settings.certfile, settings.keyfile, settings.cert_reload_interval, served=served)
+    metrics = Metrics()
     background: Callable[[], list[Coroutine[Any, Any, None]]]
     if settings.cluster is not None:
         from ..cluster.runtime import ClusterRuntime
 
         try:
-            runtime = ClusterRuntime(settings.cluster)
+            runtime = ClusterRuntime(
+                settings.cluster,
+                on_audit=lambda r: (
+                    metrics.set_audit_violations(r.by_action),
+                    metrics.observe_audit(r.duration, r.started),
+                ),
+                on_sync=lambda counts, seconds: (metrics.set_sync(counts), metrics.observe_sync(seconds)),
+            )
         except ValueError as err:
             raise SystemExit(f"mutator serve: {err}") from err
         cluster_source = runtime.source
@@ -86,8 +228,8 @@ def run(settings: ServerSettings) -> None:
         background = lambda: [source.watch()]  # noqa: E731
         stop_source = source.stop
         where = ", ".join(str(p) for p in settings.policy_paths)
-    app = create_app(provider, ready=ready, options=settings.options, validation=settings.validation)
-    config = hypercorn_config(settings)
+    metrics.policies = provider
+    app = create_app(provider, ready=ready, options=settings.options, validation=settings.validation, metrics=metrics)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -95,7 +237,7 @@ def run(settings: ServerSettings) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         log.info("serving https://%s:%d (policies: %s)", settings.host, settings.port, where)
-        tasks = [asyncio.create_task(c) for c in background()]
+        tasks = [asyncio.create_task(c) for c in [*background(), reloader.run()]]
         try:
             await hypercorn_serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
         finally:

@@ -403,3 +403,26 @@ def test_enforcement_survives_an_api_server_restart(cluster: Cluster, mutator: M
     )
     assert _denied_with(cluster, bad, "[after-restart] container <app>")
     assert mutator.proc.poll() is None
+
+
+def test_metrics_count_what_happened(cluster: Cluster, mutator: Mutator) -> None:
+    """Runs last in this module: the requests, audits and syncs above are in /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(mutator.metrics())
+        for s in family.samples
+    }
+
+    def value(name: str, **labels: str) -> float:
+        names = (name, f"{name}_total")  # the parser reads a counter's samples as <name>_total
+        return sum(v for (n, ls), v in samples.items() if n in names and set(labels.items()) <= set(ls))
+
+    assert value("gatekeeper_validation_request_count", admission_status="deny") >= 3
+    assert value("gatekeeper_validation_request_count", admission_status="allow") >= 3
+    assert value("gatekeeper_mutation_request_count", mutation_status="success") >= 3
+    assert value("gatekeeper_audit_last_run_time") > 0
+    assert value("gatekeeper_violations", enforcement_action="dryrun") >= 1
+    assert value("gatekeeper_constraint_templates", status="active") >= 1
+    assert value("gatekeeper_sync", kind="Ingress", status="active") >= 1
