@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,16 @@ class PolicySet:
     errors: list[LoadError] = field(default_factory=list)
     conflicts: list[LoadError] = field(default_factory=list)
     objects: list[Document] = field(default_factory=list)  # documents that are not policies
+
+    # Config spec.match[].excludedNamespaces, by process (cluster mode): (namespace, process) -> excluded
+    excluded: Callable[[str, str], bool] | None = None
+
+    def excluder(self, process: str) -> Callable[[str], bool] | None:
+        """The namespaces the Config excludes from one process (webhook, mutation-webhook, audit, sync)."""
+        excluded = self.excluded
+        if excluded is None:
+            return None
+        return lambda namespace: excluded(namespace, process)
 
     def namespace(self, name: str) -> Mapping[str, Any]:
         """The Namespace object for ``name``: the loaded one, else a label-less stand-in."""

@@ -347,6 +347,7 @@ class KubernetesSource:
         policies = build_policy_set(self._documents(), enable_cel=self.enable_cel, cache=self.cache)
         policies.validation.inventory = self.inventory
         policies.namespaces = self.namespaces  # kept current by the Namespace watch
+        policies.excluded = self.excluded  # reads the current Config
         for err in policies.errors:
             log.error("policy rejected: %s", err)
         for err in policies.conflicts:

@@ -102,7 +102,9 @@ def envelope(review: Mapping[str, Any], response: dict[str, Any]) -> dict[str, A
     return {"apiVersion": review.get("apiVersion", API_VERSIONS[0]), "kind": "AdmissionReview", "response": response}
 
 
-def _skip_reason(request: Mapping[str, Any], options: MutationOptions) -> str:
+def _skip_reason(
+    request: Mapping[str, Any], options: MutationOptions, excluded: Callable[[str], bool] | None = None
+) -> str:
     operation = request.get("operation")
     if operation not in MUTATED_OPERATIONS:
         return f"operation {operation} is not mutated"
@@ -116,6 +118,8 @@ def _skip_reason(request: Mapping[str, Any], options: MutationOptions) -> str:
     namespace = request.get("namespace") or ""
     if namespace and any(wildcard_matches(p, namespace) for p in options.exempt_namespaces):
         return f"namespace {namespace} is exempt"
+    if namespace and excluded is not None and excluded(namespace):
+        return f"namespace {namespace} is excluded by the Config"
     meta = request["object"].get("metadata")
     if operation == "UPDATE" and isinstance(meta, dict) and meta.get("deletionTimestamp"):
         return "object is being deleted"
@@ -129,12 +133,14 @@ def mutate_review(
     options: MutationOptions | None = None,
     *,
     source: str = "Original",
+    excluded: Callable[[str], bool] | None = None,
 ) -> MutationOutcome:
-    """Answer a parsed AdmissionReview for the mutating webhook."""
+    """Answer a parsed AdmissionReview for the mutating webhook. ``excluded`` tells the namespaces the
+    Config excludes from mutation."""
     options = options or MutationOptions()
     request = review["request"]
     uid = request["uid"]
-    reason = _skip_reason(request, options)
+    reason = _skip_reason(request, options, excluded)
     if reason:
         return MutationOutcome(_allowed(uid), skipped=reason)
 
@@ -258,6 +264,8 @@ def validate_review(
     validation: ValidationSystem,
     namespace_lookup: Callable[[str], Mapping[str, Any] | None],
     options: ValidationOptions | None = None,
+    *,
+    excluded: Callable[[str], bool] | None = None,
 ) -> ValidationOutcome:
     """Answer a parsed AdmissionReview for the validating webhook (``/v1/admit``)."""
     options = options or ValidationOptions()
@@ -266,6 +274,8 @@ def validate_review(
     namespace = request.get("namespace") or ""
     if namespace and any(wildcard_matches(p, namespace) for p in options.exempt_namespaces):
         return ValidationOutcome(_allowed(uid), skipped=f"namespace {namespace} is exempt")
+    if namespace and excluded is not None and excluded(namespace):
+        return ValidationOutcome(_allowed(uid), skipped=f"namespace {namespace} is excluded by the Config")
     kind = request.get("kind") if isinstance(request.get("kind"), dict) else {}
     if kind.get("group") in GATEKEEPER_GROUPS:
         problem = _check_policy_resource(request, validation)

@@ -123,12 +123,20 @@ def create_app(
         return handle
 
     mutate = endpoint(
-        lambda review, current: mutate_review(review, current.mutation, current.namespace, mutation_options),
+        lambda review, current: mutate_review(
+            review,
+            current.mutation,
+            current.namespace,
+            mutation_options,
+            excluded=current.excluder("mutation-webhook"),
+        ),
         mutation_options.fail_open,
         lambda review, outcome, seconds: metrics.observe_mutation(outcome, seconds),
     )
     admit = endpoint(
-        lambda review, current: validate_review(review, current.validation, current.namespace, validation_options),
+        lambda review, current: validate_review(
+            review, current.validation, current.namespace, validation_options, excluded=current.excluder("webhook")
+        ),
         validation_options.fail_open,
         metrics.observe_validation,
     )

@@ -350,6 +350,34 @@ def test_config_sync_feeds_referential_constraints(cluster: Cluster, mutator: Mu
     assert apply(cluster, ingress("third", namespace, f"other-{namespace}.example.com")).returncode == 0
 
 
+def test_config_excludes_namespaces_per_process(cluster: Cluster, mutator: Mutator, namespace: str) -> None:
+    apply(cluster, REPOS)
+    assert wait_for(lambda: _constraint_served(cluster, "E2eRepos"), 60)
+    apply(cluster, constraint("E2eRepos", "excluded-repos", [namespace], "deny", repo="registry.example.com/"))
+    bad = pod("bad", namespace, image="docker.io/nginx:1")
+    assert wait_for(lambda: _denied_with(cluster, bad, "[excluded-repos] container <app>"), 60)
+    config = {
+        "apiVersion": "config.gatekeeper.sh/v1alpha1",
+        "kind": "Config",
+        "metadata": {"name": "config", "namespace": "mutator-system"},
+        "spec": {
+            "match": [{"excludedNamespaces": [namespace], "processes": ["webhook"]}],
+            "sync": {"syncOnly": [{"group": "networking.k8s.io", "version": "v1", "kind": "Ingress"}]},
+        },
+    }
+    apply(cluster, config)
+
+    def allowed() -> bool:
+        out = cluster.kubectl("create", "--dry-run=server", "-f", "-", input=json.dumps(bad))
+        return out.returncode == 0
+
+    assert wait_for(allowed, 60), mutator.log.read_text()[-3000:]
+    # mutation is another process: still on
+    p = pod("probe", namespace)
+    out = cluster.kubectl("create", "--dry-run=server", "-o", "json", "-f", "-", input=json.dumps(p), check=True)
+    assert json.loads(out.stdout)["spec"]["containers"][0]["imagePullPolicy"] == "Always"
+
+
 BROKEN = {
     "apiVersion": "templates.gatekeeper.sh/v1",
     "kind": "ConstraintTemplate",
