@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -52,8 +53,15 @@ async def _read_body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
+class FastJSONResponse(JSONResponse):
+    """JSON through orjson (the answer to every AdmissionReview is serialized on the hot path)."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
 def _bad_request(reason: str) -> JSONResponse:
-    return JSONResponse({"error": "bad request", "reason": reason}, status_code=400)
+    return FastJSONResponse({"error": "bad request", "reason": reason}, status_code=400)
 
 
 def create_app(
@@ -98,7 +106,7 @@ def create_app(
             "allowed": fail_open,
             "status": {"code": 500, "message": "internal error in mutator; see its log"},
         }
-        return JSONResponse(envelope(review, response))
+        return FastJSONResponse(envelope(review, response))
 
     def endpoint(answer: Callable[[dict[str, Any], PolicySet], Any], fail_open: bool, observe: Observer) -> Any:
         """``answer`` returns an outcome with the ``.response``; ``observe`` records every request."""
@@ -116,7 +124,7 @@ def create_app(
             except BaseException:  # also a panic inside an engine (pyo3's PanicException is a BaseException)
                 observe(review, None, time.perf_counter() - start)
                 return internal_error(review, fail_open)
-            response = JSONResponse(envelope(review, outcome.response))
+            response = FastJSONResponse(envelope(review, outcome.response))
             observe(review, outcome, time.perf_counter() - start)
             return response
 
