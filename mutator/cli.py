@@ -36,6 +36,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         ),
         validation=ValidationOptions(fail_open=args.fail_open, exempt_namespaces=tuple(args.exempt_namespace)),
         enable_cel=args.enable_k8s_native_validation,
+        workers=max(1, args.workers),
     )
     if args.policy_source == "kubernetes":
         from .cluster.runtime import ClusterSettings
@@ -243,6 +244,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         help="never mutate requests from this user (mutator's service account; repeatable)",
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes sharing the port (pre-fork; each loads the policies); use the number of cores",
     )
     serve.add_argument(
         "--policy-source",

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import os
 import signal
+import socket
 import ssl
 import tempfile
+import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +44,7 @@ class ServerSettings:
     enable_cel: bool = True
     cluster: ClusterSettings | None = None  # policies from the Kubernetes API instead of files
     cert_reload_interval: float = 2.0  # seconds between checks of tls.crt/tls.key for a rotated pair
+    workers: int = 1  # processes sharing the listening socket (each loads the policies itself)
 
 
 class ReloadableConfig(Config):
@@ -179,10 +183,67 @@ def hypercorn_config(settings: ServerSettings) -> ReloadableConfig:
 
 
 def run(settings: ServerSettings) -> None:
+    """Serve; with ``workers`` > 1, fork that many processes that accept on one shared socket (pre-fork), and
+    restart one that dies. In cluster mode only the first runs audit and status writes."""
     for path in (settings.certfile, settings.keyfile):
         if not path.is_file():
             raise SystemExit(f"mutator serve: {path}: no such file (make certificates with `mutator certs`)")
+    if settings.workers <= 1:
+        _serve(settings)
+        return
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    listener = socket.create_server((settings.host, settings.port), family=family, backlog=2048)
+    listener.set_inheritable(True)
+    children: dict[int, int] = {}
+    stopping = False
+
+    def spawn(index: int) -> None:
+        child = settings
+        if index > 0 and settings.cluster is not None:
+            ops = [op for op in settings.cluster.operations if op not in ("audit", "status")]
+            child = replace(settings, cluster=replace(settings.cluster, operations=ops))
+        pid = os.fork()
+        if pid == 0:  # the worker
+            code = 0
+            try:
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                _serve(child, listen_fd=listener.fileno())
+            except BaseException:
+                log.exception("worker %d failed", index)
+                code = 1
+            finally:
+                os._exit(code)
+        children[pid] = index
+
+    def stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in list(children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for index in range(settings.workers):
+        spawn(index)
+    log.info("%d workers on https://%s:%d", settings.workers, settings.host, settings.port)
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        index = children.pop(pid, None)
+        if index is not None and not stopping:
+            log.error("worker %d (pid %d) exited with status %d; starting it again", index, pid, status)
+            time.sleep(0.5)
+            spawn(index)
+
+
+def _serve(settings: ServerSettings, *, listen_fd: int | None = None) -> None:
     config = hypercorn_config(settings)
+    if listen_fd is not None:
+        config.bind = [f"fd://{listen_fd}"]
     # our SSLContext, made now (a bad pair fails here, before anything starts) and handed to hypercorn when it
     # asks; the files' state is taken first, so a rotation racing this load is still seen by the reloader
     served = _file_state(settings.certfile, settings.keyfile)
