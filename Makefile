@@ -7,7 +7,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8443
 POLICIES ?= examples/policies
 
-.PHONY: run test e2e setup setup-test certs lint bench clean
+.PHONY: run test e2e stress setup setup-test certs lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ test: setup-test
 # ${MUTATOR_E2E_CACHE:-~/.cache/mutator-e2e}, 5-12 minutes the first time).
 e2e: setup-test
 	$(VENV)/bin/pytest -q -m e2e tests/e2e
+
+# Soak (10 minutes; MUTATOR_SOAK_SECONDS to change) and policy/certificate changes under load.
+stress: setup-test
+	$(VENV)/bin/pytest -q -s -m stress tests/stress
 
 lint: setup-test
 	$(VENV)/bin/ruff check .
