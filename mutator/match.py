@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -18,6 +18,7 @@ __all__ = [
     "Match",
     "MatchError",
     "Matchable",
+    "ObjectFacts",
     "PolicyError",
     "gvk_of",
     "wildcard_matches",
@@ -43,6 +44,86 @@ class Matchable:
     object: Mapping[str, Any]
     namespace: Mapping[str, Any] | None = None
     source: str = SOURCE_ORIGINAL
+
+
+class ObjectFacts:
+    """Everything the match criteria and applyTo read from an object, computed once.
+
+    :meth:`compare` tells whether a decision made on these facts still holds for the object as it is now:
+    its identity (apiVersion, kind, namespace, name, generateName) and its labels (kept as a copy)."""
+
+    __slots__ = (
+        "api_version",
+        "generate_name",
+        "group",
+        "is_namespace",
+        "kind",
+        "labels",
+        "name",
+        "namespace",
+        "version",
+    )
+
+    def __init__(self, obj: Mapping[str, Any]) -> None:
+        api_version = obj.get("apiVersion") or ""
+        if not isinstance(api_version, str):
+            api_version = ""
+        self.api_version = api_version
+        group, _, self.version = api_version.rpartition("/")
+        self.group = group
+        kind = obj.get("kind") or ""
+        if not isinstance(kind, str):
+            kind = ""
+        self.kind = kind
+        self.is_namespace = kind == "Namespace" and group == ""
+        meta = obj.get("metadata")
+        if isinstance(meta, Mapping):
+            value = meta.get("namespace")
+            self.namespace = value if isinstance(value, str) else ""
+            value = meta.get("name")
+            self.name = value if isinstance(value, str) else ""
+            value = meta.get("generateName")
+            self.generate_name = value if isinstance(value, str) else ""
+            value = meta.get("labels")
+            self.labels: Mapping[str, Any] = dict(value) if isinstance(value, Mapping) else {}
+        else:
+            self.namespace = self.name = self.generate_name = ""
+            self.labels = {}
+
+    def compare(self, obj: Mapping[str, Any]) -> int:
+        """How ``obj`` differs from these facts now: 0 not at all, 1 only in its labels, 2 in its identity.
+        Allocates nothing unless it must."""
+        api_version = obj.get("apiVersion") or ""
+        if not isinstance(api_version, str):
+            api_version = ""
+        kind = obj.get("kind") or ""
+        if not isinstance(kind, str):
+            kind = ""
+        if kind != self.kind or api_version != self.api_version:
+            return 2
+        meta = obj.get("metadata")
+        if isinstance(meta, Mapping):
+            value = meta.get("namespace")
+            if (value if isinstance(value, str) else "") != self.namespace:
+                return 2
+            value = meta.get("name")
+            if (value if isinstance(value, str) else "") != self.name:
+                return 2
+            value = meta.get("generateName")
+            if (value if isinstance(value, str) else "") != self.generate_name:
+                return 2
+            labels = meta.get("labels")
+            if not isinstance(labels, Mapping):
+                labels = {}
+        else:
+            if self.namespace or self.name or self.generate_name:
+                return 2
+            labels = {}
+        return 0 if labels == self.labels else 1
+
+    @property
+    def gvk(self) -> tuple[str, str, str]:
+        return self.group, self.version, self.kind
 
 
 def gvk_of(obj: Mapping[str, Any]) -> tuple[str, str, str]:
@@ -90,6 +171,20 @@ def wildcard_matches(pattern: str, candidate: str) -> bool:
     if "*" not in pattern:
         return pattern == candidate
     return _wildcard_regex(pattern).match(candidate) is not None
+
+
+def _split_patterns(patterns: Sequence[str]) -> tuple[frozenset[str], tuple[re.Pattern[str], ...]]:
+    """Wildcard patterns as (the exact ones, regexes for those with ``*``), for :func:`_any_matches`."""
+    exact = frozenset(p for p in patterns if "*" not in p)
+    return exact, tuple(_wildcard_regex(p) for p in patterns if "*" in p)
+
+
+def _any_matches(split: tuple[frozenset[str], tuple[re.Pattern[str], ...]], candidate: str) -> bool:
+    """Whether any of the split patterns matches: ``any(wildcard_matches(p, candidate) for p in patterns)``."""
+    exact, wild = split
+    if candidate in exact:
+        return True
+    return bool(wild) and any(regex.match(candidate) is not None for regex in wild)
 
 
 # --------------------------------------------------------------------------- label selectors
@@ -262,6 +357,17 @@ class Match:
     namespace_selector: LabelSelector | None = None
     name: str = ""
     source: str = ""
+    # namespaces / excludedNamespaces split for the request-time check: exact names, wildcard regexes
+    _namespaces: tuple[frozenset[str], tuple[re.Pattern[str], ...]] = field(
+        init=False, repr=False, compare=False, default=(frozenset(), ())
+    )
+    _excluded: tuple[frozenset[str], tuple[re.Pattern[str], ...]] = field(
+        init=False, repr=False, compare=False, default=(frozenset(), ())
+    )
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_namespaces", _split_patterns(self.namespaces or ()))
+        object.__setattr__(self, "_excluded", _split_patterns(self.excluded_namespaces or ()))
 
     @classmethod
     def from_spec(cls, spec: Any, field: str = "spec.match") -> Match:
@@ -305,16 +411,25 @@ class Match:
             source=source,
         )
 
-    # Each criterion in Gatekeeper's order; the first that fails decides, an error stops the match.
+    def reads_labels(self) -> bool:
+        """Whether a decision can depend on the object's own labels (the label selector, or the namespace
+        selector when the object is a Namespace)."""
+        return self.label_selector is not None or self.namespace_selector is not None
+
     def matches(self, target: Matchable) -> bool:
-        obj = target.object
-        meta = _meta(obj)
-        namespace = _str_field(meta, "namespace")
-        object_is_namespace = is_namespace(obj)
+        return self.matches_facts(ObjectFacts(target.object), target.namespace, target.source)
+
+    # Each criterion in Gatekeeper's order; the first that fails decides, an error stops the match.
+    def matches_facts(self, facts: ObjectFacts, namespace_obj: Mapping[str, Any] | None, source: str) -> bool:
+        namespace = facts.namespace
+        object_is_namespace = facts.is_namespace
 
         if self.kinds:
-            group, _, kind = gvk_of(obj)
-            if not any(k.matches(group, kind) for k in self.kinds):
+            group, kind = facts.group, facts.kind
+            for selector in self.kinds:
+                if selector.matches(group, kind):
+                    break
+            else:
                 return False
 
         if self.scope == "Cluster":
@@ -325,42 +440,42 @@ class Match:
 
         if self.namespaces:
             if object_is_namespace:
-                candidate = _str_field(meta, "name")
+                candidate = facts.name
             elif namespace:
                 candidate = namespace
             else:
                 candidate = None  # cluster-scoped objects pass namespace criteria
-            if candidate is not None and not any(wildcard_matches(p, candidate) for p in self.namespaces):
+            if candidate is not None and not _any_matches(self._namespaces, candidate):
                 return False
 
         if self.excluded_namespaces:
             if object_is_namespace:
-                candidate = _str_field(meta, "name")
+                candidate = facts.name
             elif namespace:
                 candidate = namespace
             else:
                 candidate = None
-            if candidate is not None and any(wildcard_matches(p, candidate) for p in self.excluded_namespaces):
+            if candidate is not None and _any_matches(self._excluded, candidate):
                 return False
 
-        if self.label_selector is not None and not self.label_selector.matches(_labels(obj)):
+        if self.label_selector is not None and not self.label_selector.matches(facts.labels):
             return False
 
         if self.namespace_selector is not None:
             if object_is_namespace:
-                labels = _labels(obj)
+                labels = facts.labels
             elif namespace == "":
                 labels = None  # cluster-scoped: passes
-            elif target.namespace is None:
+            elif namespace_obj is None:
                 raise MatchError("namespace selector for namespace-scoped object but missing Namespace")
             else:
-                labels = _labels(target.namespace)
+                labels = _labels(namespace_obj)
             if labels is not None and not self.namespace_selector.matches(labels):
                 return False
 
         if self.name:
-            name = _str_field(meta, "name")
-            generate_name = _str_field(meta, "generateName")
+            name = facts.name
+            generate_name = facts.generate_name
             if name:
                 if not wildcard_matches(self.name, name):
                     return False
@@ -371,8 +486,8 @@ class Match:
                 return False
 
         if self.source and self.source != SOURCE_ALL:
-            if not target.source:
-                raise MatchError(f"source field not specified for resource {_str_field(meta, 'name')}")
-            if self.source != target.source:
+            if not source:
+                raise MatchError(f"source field not specified for resource {facts.name}")
+            if self.source != source:
                 return False
         return True

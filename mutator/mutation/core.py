@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from .path import List, Object, Path
+from .path import Glob, List, Object, Path
 from .tester import Tester
 
 JSON = Any
@@ -100,102 +100,150 @@ class Setter(Protocol):
         ...
 
     def list_value(self, ctx: Context) -> JSON:
-        """The whole element to put at a keyed-list terminal."""
+        """The whole element to put at a keyed-list terminal; the walk compares it as is and inserts a
+        :func:`deep_copy` of it, so the setter may return a value it keeps."""
         ...
 
 
-class _Walk:
-    __slots__ = ("changed", "ctx", "last", "nodes", "setter", "tester")
+class Plan:
+    """A location and its pathTests, compiled for the walk: per depth, the node, whether it is an object
+    field, and whether the tester lets the node exist / be missing."""
 
-    def __init__(self, path: Path, tester: Tester, setter: Setter, ctx: Context) -> None:
-        self.nodes = path.nodes
-        self.last = len(path.nodes) - 1
-        self.tester = tester
+    __slots__ = ("exists_ok", "is_object", "last", "matchers", "missing_ok", "nodes")
+
+    def __init__(self, path: Path, tester: Tester) -> None:
+        nodes = path.nodes
+        self.nodes = nodes
+        self.last = len(nodes) - 1
+        self.is_object = tuple(isinstance(n, Object) for n in nodes)
+        self.exists_ok = tuple(tester.exists_ok(d) for d in range(len(nodes)))
+        self.missing_ok = tuple(tester.missing_ok(d) for d in range(len(nodes)))
+        self.matchers = tuple(None if isinstance(n, Object) else _key_matcher(n) for n in nodes)
+
+
+def _key_matcher(node: List) -> Any:
+    """``node.matches`` for list elements, specialised on the key value's type (``path.json_scalar_equal``)."""
+    field, wanted = node.key_field, node.key_value
+    if node.glob:
+        return lambda element: isinstance(element, dict)
+    if isinstance(wanted, str):
+        return lambda element: (
+            isinstance(element, dict)
+            and field in element
+            and element[field] == wanted
+            and isinstance(element[field], str)
+        )
+    return lambda element: (
+        isinstance(element, dict)
+        and field in element
+        and element[field] == wanted
+        and not isinstance(element[field], bool | str)
+    )
+
+
+class _Walk:
+    __slots__ = ("changed", "ctx", "exists_ok", "is_object", "last", "matchers", "missing_ok", "nodes", "setter")
+
+    def __init__(self, plan: Plan, setter: Setter, ctx: Context) -> None:
+        self.nodes = plan.nodes
+        self.last = plan.last
+        self.is_object = plan.is_object
+        self.exists_ok = plan.exists_ok
+        self.missing_ok = plan.missing_ok
+        self.matchers = plan.matchers
         self.setter = setter
         self.ctx = ctx
         self.changed = False
 
-    def create(self, depth: int) -> JSON:
-        """A fresh container for the node after ``depth``."""
-        nxt = self.nodes[depth + 1]
-        return [] if isinstance(nxt, List) else {}
-
-    def walk(self, current: JSON, depth: int) -> tuple[bool, JSON]:
-        """Returns (applied, new value of ``current``)."""
-        node = self.nodes[depth]
-        if isinstance(node, Object):
+    def walk(self, current: JSON, depth: int) -> bool:
+        """Apply below ``current`` (changed in place); returns whether the location was reached."""
+        if self.is_object[depth]:
+            node = self.nodes[depth]
             if not isinstance(current, dict):
                 raise MutationError(
                     f"mismatch between path entry (type: object) and received object "
                     f"(type: {type_name(current)}). Path: {node.reference}"
                 )
-            exists = node.reference in current
-            if exists:
-                if not self.tester.exists_ok(depth):
-                    return False, current
-            elif not self.tester.missing_ok(depth):
-                return False, current
+            reference = node.reference
+            if reference in current:
+                if not self.exists_ok[depth]:
+                    return False
+                if depth == self.last:
+                    if self.setter.set_value(current, reference, self.ctx):
+                        self.changed = True
+                    return True
+                return self.walk(current[reference], depth + 1)
+            if not self.missing_ok[depth]:
+                return False
             if depth == self.last:
-                if self.setter.set_value(current, node.reference, self.ctx):
+                if self.setter.set_value(current, reference, self.ctx):
                     self.changed = True
-                return True, current
-            nxt = current[node.reference] if exists else self.create(depth)
-            applied, nxt = self.walk(nxt, depth + 1)
-            if applied and not exists:
-                current[node.reference] = nxt
+                return True
+            nxt = {} if self.is_object[depth + 1] else []
+            if self.walk(nxt, depth + 1):
+                current[reference] = nxt
                 self.changed = True
-            return applied, current
+                return True
+            return False
 
+        node = self.nodes[depth]
         if not isinstance(current, list):
             raise MutationError(
                 f"mismatch between path entry (type: List) and received object "
                 f"(type: {type_name(current)}). Path: {node}"
             )
         if depth == self.last:
-            return self._set_list_element(current, node, depth)
-        if node.glob and not self.tester.exists_ok(depth):
-            return False, current
+            return self._set_list_element(current, depth)
+        glob = node.key_value is Glob
+        if glob and not self.exists_ok[depth]:
+            return False
+        matches = self.matchers[depth]
         applied = False
         found = False
         for element in current:
-            if node.matches(element):
-                if not self.tester.exists_ok(depth):
-                    return False, current
+            if matches(element):
+                if not self.exists_ok[depth]:
+                    return False
                 found = True
-                sub_applied, _ = self.walk(element, depth + 1)
-                applied = applied or sub_applied
-        if not node.glob and not found:
-            if not self.tester.missing_ok(depth):
-                return False, current
+                if self.walk(element, depth + 1):
+                    applied = True
+        if not glob and not found:
+            if not self.missing_ok[depth]:
+                return False
             element = {node.key_field: node.key_value}
-            sub_applied, element = self.walk(element, depth + 1)
-            if sub_applied:
+            if self.walk(element, depth + 1):
                 current.append(element)
                 self.changed = True
                 applied = True
-        return applied, current
+        return applied
 
-    def _set_list_element(self, current: list[JSON], node: List, depth: int) -> tuple[bool, JSON]:
+    def _set_list_element(self, current: list[JSON], depth: int) -> bool:
         value = self.setter.list_value(self.ctx)
+        matches = self.matchers[depth]
         for i, element in enumerate(current):
-            if node.matches(element):
-                if not self.tester.exists_ok(depth):
-                    return False, current
+            if matches(element):
+                if not self.exists_ok[depth]:
+                    return False
                 if not json_equal(element, value):
-                    current[i] = value
+                    current[i] = deep_copy(value)
                     self.changed = True
-                return True, current
-        if not self.tester.missing_ok(depth):
-            return False, current
-        current.append(value)
+                return True
+        if not self.missing_ok[depth]:
+            return False
+        current.append(deep_copy(value))
         self.changed = True
-        return True, current
+        return True
 
 
 def apply(path: Path, tester: Tester, setter: Setter, ctx: Context) -> bool:
     """Apply a setter at ``path`` in ``ctx.object`` (in place); return whether the object changed."""
-    if not path.nodes:
+    return apply_plan(Plan(path, tester), setter, ctx)
+
+
+def apply_plan(plan: Plan, setter: Setter, ctx: Context) -> bool:
+    """:func:`apply` with the location and pathTests compiled once (see :class:`Plan`)."""
+    if not plan.nodes:
         raise MutationError("attempting to mutate an empty target location")
-    walk = _Walk(path, tester, setter, ctx)
+    walk = _Walk(plan, setter, ctx)
     walk.walk(ctx.object, 0)
     return walk.changed

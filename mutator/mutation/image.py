@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from ..match import PolicyError
@@ -68,6 +69,20 @@ def validate_parts(domain: str, path: str, tag: str) -> str | None:
     return None
 
 
+@lru_cache(maxsize=4096)
+def _assign_image(image: str, domain: str, path: str, tag: str) -> str:
+    """``image`` with the given parts replaced (a pure function of its arguments, so cached: the same
+    images come back request after request, and every pass re-applies the mutator)."""
+    ref = ImageRef.parse(image)
+    if domain:
+        ref.domain = domain
+    if path:
+        ref.path = path
+    if tag:
+        ref.tag = tag
+    return str(ref)
+
+
 class AssignImage(Mutator):
     kind = "AssignImage"
     label = "assignImage"
@@ -96,14 +111,7 @@ class AssignImage(Mutator):
             current = ""
         if not isinstance(current, str):
             raise MutationError(f"assignImage {self.name}: value at location is not a string: {go_repr(current)}")
-        ref = ImageRef.parse(current)
-        if self.domain:
-            ref.domain = self.domain
-        if self.image_path:
-            ref.path = self.image_path
-        if self.tag:
-            ref.tag = self.tag
-        new = str(ref)
+        new = _assign_image(current, self.domain, self.image_path, self.tag)
         if key in parent and parent[key] == new:
             return False
         parent[key] = new

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from ..match import ApplyTo, Match, Matchable, PolicyError, applies_to
+from ..match import ApplyTo, Match, ObjectFacts, PolicyError
 from . import core
 from .core import JSON, MutationError, deep_copy, go_repr, json_equal
 from .path import List, LocationError, Object, Path, parse
@@ -91,8 +91,10 @@ class Mutator:
         self.path = self._parse_location(location)
         self.apply_to = ApplyTo.parse_list(spec.get("applyTo"))
         self.match = Match.from_spec(spec.get("match"))
+        self.reads_labels = self.match.reads_labels()
         self._validate()
         self.tester = self._tester()
+        self._plan = core.Plan(self.path, self.tester)
 
     # -- construction hooks
 
@@ -150,13 +152,18 @@ class Mutator:
     # -- request time
 
     def matches(self, mutable: Mutable) -> bool:
-        if self.requires_apply_to and not applies_to(self.apply_to, mutable.object):
-            return False
-        return self.match.matches(Matchable(mutable.object, mutable.namespace, mutable.source))
+        return self.matches_facts(ObjectFacts(mutable.object), mutable.namespace, mutable.source)
+
+    def matches_facts(self, facts: ObjectFacts, namespace: Mapping[str, Any] | None, source: str) -> bool:
+        if self.requires_apply_to:
+            group, version, kind = facts.group, facts.version, facts.kind
+            if not any(entry.applies(group, version, kind) for entry in self.apply_to):
+                return False
+        return self.match.matches_facts(facts, namespace, source)
 
     def mutate(self, mutable: Mutable) -> bool:
         """Apply to ``mutable.object`` in place; return whether it changed."""
-        return core.apply(self.path, self.tester, self, mutable)
+        return core.apply_plan(self._plan, self, mutable)
 
     # Setter protocol (overridden)
     def set_value(self, parent: dict[str, Any], key: str, ctx: Any) -> bool:  # pragma: no cover
@@ -207,6 +214,9 @@ class _AssignValue:
         self.has_value = "value" in assign
         self.value: JSON = assign.get("value")
         _check_finite(self.value, "spec.parameters.assign.value")
+        # What every application puts in the object: one more deep_copy of this is exactly a fresh
+        # deep_copy of ``value`` (a copy is plain JSON, which copies to itself).
+        self._copied = deep_copy(self.value)
         self.from_metadata: str | None = None
         if "externalData" in assign:
             raise PolicyError("spec.parameters.assign.externalData: external data providers are not supported yet")
@@ -220,10 +230,25 @@ class _AssignValue:
                 )
             self.from_metadata = field
 
-    def get(self, obj: Mapping[str, Any]) -> JSON:
+    def list_value(self) -> JSON:
+        """The element for a keyed-list terminal, not to be changed: the walk inserts a copy."""
+        return self._copied
+
+    def set(self, parent: dict[str, Any], key: str, obj: Mapping[str, Any]) -> bool:
+        """``parent[key] = `` the value; whether that changed anything. The value is compared before it
+        is copied, so an application that changes nothing copies nothing."""
         if self.from_metadata is not None:
-            return _metadata_value(obj, self.from_metadata)
-        return deep_copy(self.value)
+            value = _metadata_value(obj, self.from_metadata)
+        else:
+            value = self._copied
+            if key in parent and json_equal(parent[key], value):
+                return False
+            parent[key] = deep_copy(value)
+            return True
+        if key in parent and json_equal(parent[key], value):
+            return False
+        parent[key] = value
+        return True
 
 
 class Assign(Mutator):
@@ -255,14 +280,10 @@ class Assign(Mutator):
         super()._validate()
 
     def set_value(self, parent: dict[str, Any], key: str, ctx: Any) -> bool:
-        value = self.assign.get(ctx.object)
-        if key in parent and json_equal(parent[key], value):
-            return False
-        parent[key] = value
-        return True
+        return self.assign.set(parent, key, ctx.object)
 
     def list_value(self, ctx: Any) -> JSON:
-        return self.assign.get(ctx.object)
+        return self.assign.list_value()
 
 
 class AssignMetadata(Mutator):
@@ -290,11 +311,7 @@ class AssignMetadata(Mutator):
         return must_not_exist_at_leaf(self.path)
 
     def set_value(self, parent: dict[str, Any], key: str, ctx: Any) -> bool:
-        value = self.assign.get(ctx.object)
-        if key in parent and json_equal(parent[key], value):
-            return False
-        parent[key] = value
-        return True
+        return self.assign.set(parent, key, ctx.object)
 
     def schema_gvks(self) -> list[tuple[str, str, str]]:
         return []

@@ -19,16 +19,29 @@ Op = dict[str, Any]
 
 
 def _escape(token: str) -> str:
+    if type(token) is str and "~" not in token and "/" not in token:
+        return token
     return token.replace("~", "~0").replace("/", "~1")
 
 
+_SCALARS = frozenset((str, int, float, bool, type(None)))
+
+
 def _same(old: Any, new: Any) -> bool:
-    """A fast, exact check for unchanged subtrees: ``==`` (C) first, then orjson's bytes, which tell
-    ``true`` from ``1``. A False here only means "look closer"."""
+    """A fast, exact check for unchanged subtrees: ``==`` (C) first; then, for equal scalars, the same type
+    (``true == 1``), and for equal containers orjson's bytes, which tell ``true`` from ``1``. A False here
+    only means "look closer"."""
     if old is new:
         return True
     if old != new:
         return False
+    kind = type(old)
+    if kind in _SCALARS:
+        return kind is type(new)
+    return _same_bytes(old, new)
+
+
+def _same_bytes(old: Any, new: Any) -> bool:
     try:
         return orjson.dumps(old) == orjson.dumps(new)
     except (TypeError, orjson.JSONEncodeError):
@@ -40,8 +53,18 @@ def _diff(old: Any, new: Any, path: str, ops: list[Op]) -> None:
         for key, value in old.items():
             if key not in new:
                 ops.append({"op": "remove", "path": f"{path}/{_escape(key)}"})
-            elif not _same(value, new[key]):
-                _diff(value, new[key], f"{path}/{_escape(key)}", ops)
+                continue
+            other = new[key]
+            if value is other:
+                continue
+            if value == other:  # _same, inlined: this loop runs for every field of every changed object
+                kind = type(value)
+                if kind in _SCALARS:
+                    if kind is type(other):
+                        continue
+                elif _same_bytes(value, other):
+                    continue
+            _diff(value, other, f"{path}/{_escape(key)}", ops)
         for key, value in new.items():
             if key not in old:
                 ops.append({"op": "add", "path": f"{path}/{_escape(key)}", "value": value})

@@ -9,7 +9,9 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 
-from ..match import MatchError, gvk_of
+import orjson
+
+from ..match import MatchError, ObjectFacts
 from .core import MutationError, deep_copy, json_equal
 from .mutators import Mutable, Mutator, MutatorID
 from .schema import SchemaDB
@@ -68,31 +70,51 @@ class MutationSystem:
 
     def mutate(self, mutable: Mutable) -> MutationResult:
         """Mutate ``mutable.object`` in place."""
+        obj = mutable.object
+        namespace, source = mutable.namespace, mutable.source
         max_passes = len(self._ids) + 1
         changed_any = False
-        before = None
+        # What the match criteria read, recomputed after every change. A match decision depends only on
+        # these facts (the Namespace and the source are fixed for the request), so decisions are kept
+        # until the facts they read change: ``plain`` ones until the identity (apiVersion, kind, namespace,
+        # name, generateName) changes, ``by_labels`` ones also until the labels change.
+        facts = ObjectFacts(obj)
+        plain: dict[int, bool] = {}
+        by_labels: dict[int, bool] = {}
         for iteration in range(1, max_passes + 1):
             # Like Gatekeeper, a pass counts as a change only if the object differs from the one the pass
             # started with (two mutators may rewrite each other's field every pass and still agree). The
             # snapshot is only needed once a first pass has changed something.
-            if iteration > 1:
-                before = deep_copy(mutable.object)
+            before = _Snapshot(obj) if iteration > 1 else None
             changed = False
-            for mutator in self._active_for(gvk_of(mutable.object)):
+            for mutator in self._active_for(facts.gvk):
+                key = id(mutator)
+                decisions = by_labels if mutator.reads_labels else plain
+                decision = decisions.get(key)
+                if decision is None:
+                    try:
+                        decision = mutator.matches_facts(facts, namespace, source)
+                    except MatchError as err:
+                        raise MutationError(
+                            f"matching for mutator {mutator.id} failed for {_describe(mutable)}: "
+                            f"failed to run Match criteria: {err}"
+                        ) from err
+                    decisions[key] = decision
+                if not decision:
+                    continue
                 try:
-                    if not mutator.matches(mutable):
+                    if not mutator.mutate(mutable):
                         continue
-                except MatchError as err:
-                    raise MutationError(
-                        f"matching for mutator {mutator.id} failed for {_describe(mutable)}: "
-                        f"failed to run Match criteria: {err}"
-                    ) from err
-                try:
-                    if mutator.mutate(mutable):
-                        changed = True
                 except MutationError as err:
                     raise MutationError(f"mutation of {mutator.id} failed for {_describe(mutable)}: {err}") from err
-            if changed and before is not None and json_equal(before, mutable.object):
+                changed = True
+                difference = facts.compare(obj)
+                if difference:
+                    if difference == 2:
+                        plain.clear()
+                    by_labels.clear()
+                    facts = ObjectFacts(obj)
+            if changed and before is not None and before.equals(obj):
                 changed = False
             if not changed:
                 return MutationResult(changed_any, 0 if iteration == 1 else iteration)
@@ -116,6 +138,27 @@ class MutationSystem:
                 self._by_gvk.clear()
             self._by_gvk[gvk] = active
         return active
+
+
+class _Snapshot:
+    """The object as a pass started, for the end-of-pass comparison. Kept as orjson bytes, which are
+    cheaper to take than :func:`deep_copy` (dumps without loads) and decode to exactly the copy it would
+    make; the comparison, needed only when a later pass reported a change, decodes them. An object orjson
+    cannot encode (non-string keys, integers over 64 bits) is deep-copied by the walk instead."""
+
+    __slots__ = ("_copy", "_data")
+
+    def __init__(self, obj: dict) -> None:
+        try:
+            self._data: bytes | None = orjson.dumps(obj)
+            self._copy = None
+        except (TypeError, orjson.JSONEncodeError):
+            self._data = None
+            self._copy = deep_copy(obj)
+
+    def equals(self, obj: dict) -> bool:
+        data = self._data
+        return json_equal(self._copy if data is None else orjson.loads(data), obj)
 
 
 def _describe(mutable: Mutable) -> str:
