@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 import yaml
 
 try:  # libyaml's loader is ~10x faster when present
@@ -78,18 +79,40 @@ def as_json(value: Any, where: str) -> Any:
 
 
 def parse_documents(text: str, source: str) -> list[Document]:
-    """Every mapping document in a YAML stream; a ``kind: List`` is flattened into its items."""
+    """Every mapping document in a YAML stream; a ``kind: List`` is flattened into its items.
+
+    PyYAML's safe loader (libyaml's when built in) stays the parser: the faster Rust/C++ loaders on PyPI
+    follow YAML 1.2 and read ``violations: yes`` in gator suites, octal ``012`` or ``1e3`` differently
+    (docs/performance.md, "Whole picture")."""
     try:
         raw = list(yaml.load_all(text, Loader=_Loader))
     except yaml.YAMLError as err:
         raise DocumentError(f"{source}: invalid YAML: {err}") from err
+    return _documents(raw, source)
+
+
+def parse_json_document(data: bytes | str, source: str) -> list[Document]:
+    """A ``.json`` file: orjson (~10x faster than YAML), falling back to the YAML parser for anything orjson
+    rejects (comments, NaN, integers beyond 64 bits, YAML in a .json file), so the result is never worse."""
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        text = data.decode("utf-8") if isinstance(data, bytes) else data
+        return parse_documents(text, source)
+    return _documents([value], source, json_form=True)
+
+
+def _documents(raw: list[Any], source: str, *, json_form: bool = False) -> list[Document]:
+    """``json_form``: the values came from a JSON parser (string keys, finite numbers), so ``as_json`` has
+    nothing to change and is skipped (it costs ~1 ms for a 13 KB Pod)."""
     docs: list[Document] = []
     for i, body in enumerate(raw):
         if body is None:
             continue
         if not isinstance(body, dict):
             raise DocumentError(f"{source}#{i}: a document must be a mapping, got {type(body).__name__}")
-        body = as_json(body, f"{source}#{i}")
+        if not json_form:
+            body = as_json(body, f"{source}#{i}")
         if body.get("kind") == "List" and isinstance(body.get("items"), list):
             docs.extend(
                 Document(item, f"{source}#{i}.items[{j}]")
@@ -102,6 +125,13 @@ def parse_documents(text: str, source: str) -> list[Document]:
 
 
 def read_file(path: Path) -> list[Document]:
+    if path.suffix == ".json":
+        try:
+            data = path.read_bytes()
+            data.decode("utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            raise DocumentError(f"{path}: cannot read: {err}") from err
+        return parse_json_document(data, str(path))
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:

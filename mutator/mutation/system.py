@@ -83,9 +83,9 @@ class MutationSystem:
         by_labels: dict[int, bool] = {}
         for iteration in range(1, max_passes + 1):
             # Like Gatekeeper, a pass counts as a change only if the object differs from the one the pass
-            # started with (two mutators may rewrite each other's field every pass and still agree). The
-            # snapshot is only needed once a first pass has changed something.
-            before = _Snapshot(obj) if iteration > 1 else None
+            # started with (two mutators may rewrite each other's field every pass and still agree), the
+            # first pass included.
+            before = _Snapshot(obj)
             changed = False
             for mutator in self._active_for(facts.gvk):
                 key = id(mutator)
@@ -114,7 +114,7 @@ class MutationSystem:
                         plain.clear()
                     by_labels.clear()
                     facts = ObjectFacts(obj)
-            if changed and before is not None and before.equals(obj):
+            if changed and before.equals(obj):
                 changed = False
             if not changed:
                 return MutationResult(changed_any, 0 if iteration == 1 else iteration)

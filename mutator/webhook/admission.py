@@ -70,10 +70,64 @@ def parse_review(body: bytes) -> dict[str, Any]:
     uid = request.get("uid")
     if not isinstance(uid, str) or not uid:
         raise BadReview("request.uid: required, must be a non-empty string")
+    _check_request_fields(request)
+    try:  # orjson reads 1024 levels of nesting but writes only ~254: refuse what we could not copy or pass on
+        orjson.dumps(request)
+    except orjson.JSONEncodeError as err:
+        raise BadReview(f"request is nested too deeply or holds what JSON cannot carry: {err}") from err
     operation = request.get("operation")
     if operation in MUTATED_OPERATIONS and not isinstance(request.get("object"), dict):
         raise BadReview(f"request.object: required for {operation}, must be an object")
     return review
+
+
+def _check_request_fields(request: Mapping[str, Any]) -> None:
+    """The AdmissionRequest fields we read must have their API types; anything else is a 400, not a crash."""
+    for field_name in ("name", "namespace", "operation", "subResource"):
+        value = request.get(field_name)
+        if value is not None and not isinstance(value, str):
+            raise BadReview(f"request.{field_name}: must be a string, got {type(value).__name__}")
+    for field_name in ("kind", "requestKind", "resource", "requestResource"):
+        value = request.get(field_name)
+        if value is None:
+            continue
+        if not isinstance(value, dict):
+            raise BadReview(f"request.{field_name}: must be an object, got {type(value).__name__}")
+        for key, item in value.items():
+            if not isinstance(item, str):
+                raise BadReview(f"request.{field_name}.{key}: must be a string, got {type(item).__name__}")
+    for field_name in ("object", "oldObject", "userInfo", "options"):
+        value = request.get(field_name)
+        if value is not None and not isinstance(value, dict):
+            raise BadReview(f"request.{field_name}: must be an object, got {type(value).__name__}")
+    user = request.get("userInfo") or {}
+    if not isinstance(user.get("username", ""), str):
+        raise BadReview("request.userInfo.username: must be a string")
+    groups = user.get("groups")
+    if groups is not None and not (isinstance(groups, list) and all(isinstance(g, str) for g in groups)):
+        raise BadReview("request.userInfo.groups: must be a list of strings")
+    dry_run = request.get("dryRun")
+    if dry_run is not None and not isinstance(dry_run, bool):
+        raise BadReview(f"request.dryRun: must be a boolean, got {type(dry_run).__name__}")
+    for field_name in ("object", "oldObject"):
+        obj = request.get(field_name)
+        if isinstance(obj, dict):
+            meta = obj.get("metadata")
+            if meta is not None and not isinstance(meta, dict):
+                raise BadReview(f"request.{field_name}.metadata: must be an object")
+            for key in ("apiVersion", "kind"):
+                if obj.get(key) is not None and not isinstance(obj.get(key), str):
+                    raise BadReview(f"request.{field_name}.{key}: must be a string")
+            if isinstance(meta, dict):
+                for key in ("name", "namespace", "generateName"):
+                    if meta.get(key) is not None and not isinstance(meta.get(key), str):
+                        raise BadReview(f"request.{field_name}.metadata.{key}: must be a string")
+                for key in ("labels", "annotations"):
+                    value = meta.get(key)
+                    if value is not None and not (
+                        isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
+                    ):
+                        raise BadReview(f"request.{field_name}.metadata.{key}: must be a map of strings")
 
 
 @dataclass(slots=True)
