@@ -52,6 +52,8 @@ lint: setup-test
 
 bench: setup-test
 	$(PY) bench/bench_mutation.py
+	$(PY) bench/bench_validation.py
+	$(PY) bench/bench_yaml.py
 
 clean:
 	rm -rf $(VENV) $(CERTS) .pytest_cache .ruff_cache

@@ -1,7 +1,10 @@
-"""Validation benchmarks: in-process latency for 1, 10 and 50 constraints on the realistic Pod, and
-``mutator test`` throughput (objects/s) on 1,000 generated Pods with one constraint.
+"""Validation benchmarks (issue 5): in-process latency for 1, 10 and 50 constraints on the realistic Pod;
+``POST /v1/admit`` over HTTPS from the separate load generator at 1, 4 and 16 connections and the server's
+peak RSS after a bounded number of requests; ``mutator test`` on 1,000 and 10,000 generated Pods with one
+constraint and with every example policy (wall time, objects/s, the child's peak RSS); ``mutator verify`` on
+the whole shared Gatekeeper library.
 
-    .venv/bin/python bench/bench_validation.py [--quick]
+    .venv/bin/python bench/bench_validation.py [--quick] [--memory-requests N] [--skip-https] [--skip-cli]
 
 The templates are our own, typical of what clusters run (registries, labels, pull policy, limits,
 privileged, host namespaces); constraints cycle through them with distinct names and parameters.
@@ -12,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import workload  # noqa: E402
+from harness import REPO, Server, free_port, proc_memory_mb, run_loadgen, run_measured  # noqa: E402
 
 from mutator.policy import build_policy_set  # noqa: E402
 from mutator.resources import Document  # noqa: E402
@@ -175,73 +177,179 @@ def small_pod() -> dict[str, Any]:
     }
 
 
-def cli_throughput(pods: int, *, small: bool = False) -> dict[str, Any]:
+EXAMPLE_POLICIES = REPO / "examples" / "policies"
+LIBRARY = REPO.parent / "shared" / "conformance" / "validation" / "library"
+CONCURRENCY = (1, 4, 16)
+HTTPS_CONSTRAINTS = 10
+
+
+def write_pods(path: Path, pods: int, *, small: bool = False) -> None:
+    base = small_pod() if small else workload.make_pod()
+    base["metadata"].pop("generateName", None)
+    with path.open("w") as out:
+        for i in range(pods):
+            base["metadata"]["name"] = f"pod-{i}"
+            out.write("---\n")
+            out.write(yaml.safe_dump(base, sort_keys=False))
+
+
+def cli_throughput(
+    pods: int, *, small: bool = False, policies: str = "1 constraint", timeout: float = 1800
+) -> dict[str, Any]:
+    """``mutator test -f POLICY pods.yaml -o json``: wall time and the child's peak RSS."""
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        kind, (rego, params) = "BenchRegistries", TEMPLATES["BenchRegistries"]
-        constraint = {
-            "apiVersion": "constraints.gatekeeper.sh/v1beta1",
-            "kind": kind,
-            "metadata": {"name": "registries"},
-            "spec": {"match": {"kinds": [{"apiGroups": [""], "kinds": ["Pod"]}]}, "parameters": params},
-        }
-        (root / "policy.yaml").write_text(yaml.safe_dump_all([template_doc(kind, rego), constraint]))
-        base = small_pod() if small else workload.make_pod()
-        docs = []
-        for i in range(pods):
-            pod = json.loads(json.dumps(base))
-            pod["metadata"]["name"] = f"pod-{i}"
-            pod["metadata"].pop("generateName", None)
-            docs.append(pod)
-        (root / "pods.yaml").write_text(yaml.safe_dump_all(docs))
-        cmd = [
-            sys.executable,
-            "-m",
-            "mutator.cli",
-            "test",
-            "-f",
-            str(root / "policy.yaml"),
-            str(root / "pods.yaml"),
-            "-o",
-            "json",
-        ]
-        start = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ})
-        wall = time.perf_counter() - start
-        reports = json.loads(proc.stdout)
-        assert len(reports) == pods, proc.stderr[-2000:]
+        if policies == "1 constraint":
+            kind, (rego, params) = "BenchRegistries", TEMPLATES["BenchRegistries"]
+            constraint = {
+                "apiVersion": "constraints.gatekeeper.sh/v1beta1",
+                "kind": kind,
+                "metadata": {"name": "registries"},
+                "spec": {"match": {"kinds": [{"apiGroups": [""], "kinds": ["Pod"]}]}, "parameters": params},
+            }
+            policy = root / "policy.yaml"
+            policy.write_text(yaml.safe_dump_all([template_doc(kind, rego), constraint]))
+        else:
+            policy = EXAMPLE_POLICIES
+        write_pods(root / "pods.yaml", pods, small=small)
+        cmd = [sys.executable, "-m", "mutator.cli", "test", "-f", str(policy), str(root / "pods.yaml"), "-o", "json"]
+        code, out, err, wall, rss = run_measured(cmd, timeout)
+        reports = json.loads(out)
+        assert len(reports) == pods, err[-2000:]
         return {
             "pods": pods,
             "pod": "small (0.5 KB)" if small else "realistic (13 KB)",
+            "policies": policies
+            if policies == "1 constraint"
+            else f"examples/policies ({len(list(EXAMPLE_POLICIES.glob('*.yaml')))} files)",
             "wall_s": wall,
             "objects_per_s": pods / wall,
-            "exit_code": proc.returncode,
+            "peak_rss_mb": rss,
+            "exit_code": code,
+        }
+
+
+def verify_library(timeout: float = 1800) -> dict[str, Any]:
+    """``mutator verify <shared library>/...``: wall time and the child's peak RSS."""
+    cmd = [sys.executable, "-m", "mutator.cli", "verify", "--quiet", f"{LIBRARY}/..."]
+    code, out, err, wall, rss = run_measured(cmd, timeout)
+    suites = len(list(LIBRARY.rglob("suite.yaml")))
+    summary = (out.strip().splitlines() or [""])[-1]
+    return {"suites": suites, "wall_s": wall, "peak_rss_mb": rss, "exit_code": code, "summary": summary}
+
+
+def bench_admit(duration: float, warmup: float, memory_requests: int) -> dict[str, Any]:
+    """``mutator serve`` with the bench templates and HTTPS_CONSTRAINTS constraints; ``/v1/admit`` load."""
+    with tempfile.TemporaryDirectory(prefix="mutator-bench-") as tmp:
+        workdir = Path(tmp)
+        policies = workdir / "policies"
+        policies.mkdir()
+        docs = [*policy_docs(HTTPS_CONSTRAINTS), workload.make_namespace()]
+        (policies / "bench.yaml").write_text(yaml.safe_dump_all(docs, sort_keys=False))
+        body = json.dumps(review_for(workload.make_pod())).encode()
+        body_file = workdir / "review.json"
+        body_file.write_bytes(body)
+        server = Server(workdir, policies, free_port())
+        runs: list[dict[str, Any]] = []
+        memory: dict[str, Any] = {}
+        try:
+            server.start()
+            answer = server.post(body, "/v1/admit")["response"]
+            expect = "true" if answer["allowed"] else "false"
+            assert server.proc is not None
+            memory["idle_rss_mb"] = proc_memory_mb(server.proc.pid)["VmRSS"]
+            for concurrency in CONCURRENCY:
+                r = run_loadgen(
+                    server, body_file, concurrency, duration, warmup, "raw",
+                    expect_patch=False, path="/v1/admit", expect_allowed=expect,
+                )  # fmt: skip
+                runs.append(r)
+                print(
+                    f"  https /v1/admit c={concurrency:<3} {r['rps']:8.0f} req/s  p50 {r['p50_ms']:6.2f} ms  "
+                    f"p99 {r['p99_ms']:6.2f} ms  server CPU {r['server_cpu_per_request_ms']:.2f} ms/req",
+                    flush=True,
+                )
+            served = sum(r["total_requests"] for r in runs)
+            if memory_requests > served:
+                # a bounded run: stops at the request count, or after 3 ms per request at the latest
+                extra = run_loadgen(
+                    server, body_file, 4, memory_requests * 3e-3, 0.0, "raw",
+                    expect_patch=False, path="/v1/admit", expect_allowed=expect,
+                    max_requests=memory_requests - served,
+                )  # fmt: skip
+                served += extra["total_requests"]
+            mem = proc_memory_mb(server.proc.pid)
+            memory.update({"requests_served": served, "rss_after_mb": mem["VmRSS"], "peak_rss_mb": mem["VmHWM"]})
+            print(
+                f"  server memory: idle {memory['idle_rss_mb']:.0f} MB, after {served:,} requests "
+                f"{mem['VmRSS']:.0f} MB (peak {mem['VmHWM']:.0f} MB)",
+                flush=True,
+            )
+        finally:
+            code = server.stop()
+        return {
+            "constraints": HTTPS_CONSTRAINTS,
+            "allowed": answer["allowed"],
+            "body_bytes": len(body),
+            "runs": runs,
+            "server_memory": memory,
+            "server_exit_code": code,
         }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer iterations")
+    parser.add_argument("--quick", action="store_true", help="fewer iterations, smaller counts")
+    parser.add_argument("--memory-requests", type=int, default=0, help="requests before reading the server's peak RSS")
+    parser.add_argument("--skip-https", action="store_true")
+    parser.add_argument("--skip-cli", action="store_true", help="skip mutator test and mutator verify")
     args = parser.parse_args(argv)
     iterations = 300 if args.quick else 2000
+    results: dict[str, Any] = {"iterations": iterations, "quick": args.quick}
     rows = [latency(n, iterations) for n in (1, 10, 50)]
-    n = 200 if args.quick else 1000
-    clis = [cli_throughput(n), cli_throughput(n, small=True)]
+    results["latency"] = rows
     print(f"{'constraints':>11}  {'violations':>10}  {'p50 ms':>8}  {'p99 ms':>8}  {'mean ms':>8}")
     for r in rows:
         print(
             f"{r['constraints']:>11}  {r['violations']:>10}  "
-            f"{r['p50_ms']:8.3f}  {r['p99_ms']:8.3f}  {r['mean_ms']:8.3f}"
+            f"{r['p50_ms']:8.3f}  {r['p99_ms']:8.3f}  {r['mean_ms']:8.3f}",
+            flush=True,
         )
-    for cli in clis:
+    if not args.skip_https:
+        duration, warmup = (2.0, 0.5) if args.quick else (5.0, 1.0)
+        memory_requests = args.memory_requests or (5_000 if args.quick else 100_000)
+        results["https_admit"] = bench_admit(duration, warmup, memory_requests)
+    if not args.skip_cli:
+        counts = (200, 1000) if args.quick else (1000, 10_000)
+        clis = []
+        for policies in ("1 constraint", "examples"):
+            for n in counts:
+                cli = cli_throughput(n, policies=policies)
+                clis.append(cli)
+                print(
+                    f"mutator test: {cli['pods']:>6} {cli['pod']} Pods, {cli['policies']}: "
+                    f"{cli['wall_s']:7.2f} s wall, {cli['objects_per_s']:5.0f} objects/s, "
+                    f"peak RSS {cli['peak_rss_mb']:.0f} MB (exit {cli['exit_code']})",
+                    flush=True,
+                )
+        small = cli_throughput(counts[0], small=True)
+        clis.append(small)
         print(
-            f"mutator test: {cli['pods']} {cli['pod']} Pods, 1 constraint: {cli['wall_s']:.2f} s wall, "
-            f"{cli['objects_per_s']:.0f} objects/s (exit {cli['exit_code']})"
+            f"mutator test: {small['pods']:>6} {small['pod']} Pods, 1 constraint: {small['wall_s']:7.2f} s wall, "
+            f"{small['objects_per_s']:5.0f} objects/s, peak RSS {small['peak_rss_mb']:.0f} MB",
+            flush=True,
+        )
+        results["cli"] = clis
+        v = verify_library()
+        results["verify_library"] = v
+        print(
+            f"mutator verify {LIBRARY}/...: {v['suites']} suites, {v['wall_s']:.2f} s wall, "
+            f"peak RSS {v['peak_rss_mb']:.0f} MB, exit {v['exit_code']}: {v['summary']}"
         )
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     path = out / f"validation-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps({"latency": rows, "cli": clis, "iterations": iterations}, indent=2))
+    path.write_text(json.dumps(results, indent=2))
     print(f"results: {path}")
     return 0
 

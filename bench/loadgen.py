@@ -1,4 +1,5 @@
-"""A closed-loop HTTPS load generator for ``POST /v1/mutate`` (run as its own process by bench_mutation.py).
+"""A closed-loop HTTPS load generator for ``POST /v1/mutate`` or ``/v1/admit`` (run as its own process by
+bench_mutation.py and bench_validation.py through harness.py).
 
 ``--concurrency`` keep-alive HTTP/1.1 connections each send the same AdmissionReview, wait for the
 answer, check it and send again, until ``--duration`` seconds after a ``--warmup``.  Two clients:
@@ -40,20 +41,24 @@ class Stats:
     errors: int = 0
     reconnects: int = 0  # connections reopened after the server's "Connection: close" (raw client)
     first_error: str = ""
+    last_done: float = 0.0
+    max_requests: int = 0  # > 0: stop after this many answers (warm-up included)
 
 
 class CheckError(Exception):
     pass
 
 
-def check_answer(status: int, body: bytes, uid: str, expect_patch: bool) -> None:
+def check_answer(status: int, body: bytes, uid: str, expect_patch: bool, expect_allowed: str = "true") -> None:
     if status != 200:
         raise CheckError(f"HTTP {status}: {body[:300]!r}")
     review = orjson.loads(body)
     response = review.get("response") if isinstance(review, dict) else None
     if not isinstance(response, dict):
         raise CheckError(f"no response in answer: {body[:300]!r}")
-    if response.get("uid") != uid or response.get("allowed") is not True:
+    allowed = response.get("allowed")
+    wanted = {"true": (True,), "false": (False,), "any": (True, False)}[expect_allowed]
+    if response.get("uid") != uid or allowed not in wanted or not isinstance(allowed, bool):
         raise CheckError(f"unexpected response: {body[:300]!r}")
     if expect_patch and (response.get("patchType") != "JSONPatch" or not response.get("patch")):
         raise CheckError(f"expected a JSONPatch: {body[:300]!r}")
@@ -70,15 +75,15 @@ def percentile(sorted_values: list[float], pct: float) -> float:
 Sender = Callable[[], Awaitable[tuple[int, bytes]]]
 
 
-async def _loop(send: Sender, stats: Stats, uid: str, expect_patch: bool) -> None:
+async def _loop(send: Sender, stats: Stats, uid: str, expect_patch: bool, expect_allowed: str = "true") -> None:
     clock = time.perf_counter
     while True:
         start = clock()
-        if start >= stats.end:
+        if start >= stats.end or (stats.max_requests and stats.total >= stats.max_requests):
             return
         try:
             status, body = await send()
-            check_answer(status, body, uid, expect_patch)
+            check_answer(status, body, uid, expect_patch, expect_allowed)
         except Exception as err:  # every failure is counted and reported, none is fatal to the others
             stats.errors += 1
             if not stats.first_error:
@@ -88,6 +93,7 @@ async def _loop(send: Sender, stats: Stats, uid: str, expect_patch: bool) -> Non
             continue
         done = clock()
         stats.total += 1
+        stats.last_done = done
         if start >= stats.measure_start and done <= stats.end:
             stats.latencies.append(done - start)
 
@@ -150,7 +156,7 @@ class RawConnection:
 
 async def run_raw(args: argparse.Namespace, body: bytes, uid: str, ctx: ssl.SSLContext, stats: Stats) -> None:
     request = (
-        f"POST {PATH} HTTP/1.1\r\nHost: {args.host}:{args.port}\r\nContent-Type: application/json\r\n"
+        f"POST {args.path} HTTP/1.1\r\nHost: {args.host}:{args.port}\r\nContent-Type: application/json\r\n"
         f"Accept: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
     ).encode() + body
     conns = [RawConnection(args.host, args.port, ctx, request) for _ in range(args.concurrency)]
@@ -160,7 +166,7 @@ async def run_raw(args: argparse.Namespace, body: bytes, uid: str, ctx: ssl.SSLC
         now = time.perf_counter()
         stats.measure_start = now + args.warmup
         stats.end = stats.measure_start + args.duration
-        await asyncio.gather(*(_loop(c.send, stats, uid, args.expect_patch) for c in conns))
+        await asyncio.gather(*(_loop(c.send, stats, uid, args.expect_patch, args.expect_allowed) for c in conns))
     finally:
         stats.reconnects = sum(c.reconnects for c in conns)
         for c in conns:
@@ -174,7 +180,7 @@ async def run_httpx(args: argparse.Namespace, body: bytes, uid: str, ctx: ssl.SS
     import httpx
 
     limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency)
-    url = f"https://{args.host}:{args.port}{PATH}"
+    url = f"https://{args.host}:{args.port}{args.path}"
     headers = {"Content-Type": "application/json", "Accept": "application/json"}
     async with httpx.AsyncClient(verify=ctx, limits=limits, http1=True, http2=False, timeout=30.0) as client:
 
@@ -187,7 +193,9 @@ async def run_httpx(args: argparse.Namespace, body: bytes, uid: str, ctx: ssl.SS
         now = time.perf_counter()
         stats.measure_start = now + args.warmup
         stats.end = stats.measure_start + args.duration
-        await asyncio.gather(*(_loop(send, stats, uid, args.expect_patch) for _ in range(args.concurrency)))
+        await asyncio.gather(
+            *(_loop(send, stats, uid, args.expect_patch, args.expect_allowed) for _ in range(args.concurrency))
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -201,6 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds first")
     parser.add_argument("--client", choices=("raw", "httpx"), default="raw")
     parser.add_argument("--expect-patch", action="store_true", help="every answer must carry a JSONPatch")
+    parser.add_argument("--path", default=PATH, help="/v1/mutate (default) or /v1/admit")
+    parser.add_argument("--expect-allowed", choices=("true", "false", "any"), default="true")
+    parser.add_argument("--max-requests", type=int, default=0, help="stop after this many answers (0: no limit)")
     args = parser.parse_args(argv)
     if args.host not in ("127.0.0.1", "::1", "localhost"):
         parser.error("this load generator only targets the loopback interface")
@@ -208,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     body = Path(args.body).read_bytes()
     uid = orjson.loads(body)["request"]["uid"]
     ctx = ssl.create_default_context(cafile=args.cacert)
-    stats = Stats()
+    stats = Stats(max_requests=args.max_requests)
     runner = run_raw if args.client == "raw" else run_httpx
     cpu0 = time.process_time()
     try:
@@ -219,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         stats.errors = max(stats.errors, 1)
     cpu = time.process_time() - cpu0
     lat = sorted(stats.latencies)
-    measured = max(stats.end - stats.measure_start, 1e-9)
+    measured = max(min(stats.end, stats.last_done or stats.end) - stats.measure_start, 1e-9)
     result: dict[str, Any] = {
         "client": args.client,
         "concurrency": args.concurrency,
