@@ -218,18 +218,9 @@ def patch_manifest_files(paths: list[Path], bundle: str) -> list[Path]:
 
 def kube_api_client(kubeconfig: str | None = None) -> Any:
     """An official ``kubernetes`` ApiClient: from ``kubeconfig`` when given, else in-cluster, else ~/.kube/config."""
-    from kubernetes import client as k8s
-    from kubernetes import config as k8s_config
+    from .cluster.client import api_client
 
-    configuration = k8s.Configuration()
-    if kubeconfig:
-        k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
-    else:
-        try:
-            k8s_config.load_incluster_config(client_configuration=configuration)
-        except k8s_config.ConfigException:
-            k8s_config.load_kube_config(client_configuration=configuration)
-    return k8s.ApiClient(configuration)
+    return api_client(kubeconfig)
 
 
 def patch_webhook_configurations(api_client: Any, names: dict[str, str], bundle: str) -> list[str]:

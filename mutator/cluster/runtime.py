@@ -8,10 +8,8 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubernetes import client as k8s
-from kubernetes import config as k8s_config
-
 from .audit import Auditor, AuditResult
+from .client import api_client
 from .source import KubernetesSource
 from .status import StatusWriter
 
@@ -28,19 +26,6 @@ class ClusterSettings:
     audit_interval: float = 60.0
     violations_limit: int = 20
     enable_cel: bool = True
-
-
-def api_client(kubeconfig: str | None) -> k8s.ApiClient:
-    """From a kubeconfig file when given, else the in-cluster service account, else ~/.kube/config."""
-    configuration = k8s.Configuration()
-    if kubeconfig:
-        k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
-    else:
-        try:
-            k8s_config.load_incluster_config(client_configuration=configuration)
-        except k8s_config.ConfigException:
-            k8s_config.load_kube_config(client_configuration=configuration)
-    return k8s.ApiClient(configuration)
 
 
 class ClusterRuntime:
