@@ -34,7 +34,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             exempt_namespaces=tuple(args.exempt_namespace),
             own_usernames=tuple(args.own_username),
         ),
-        validation=ValidationOptions(fail_open=args.fail_open, exempt_namespaces=tuple(args.exempt_namespace)),
+        validation=ValidationOptions(
+            fail_open=args.fail_open,
+            exempt_namespaces=tuple(args.exempt_namespace),
+            timeout=args.validation_timeout or None,
+        ),
         enable_cel=args.enable_k8s_native_validation,
         workers=max(1, args.workers),
     )
@@ -250,6 +254,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=1,
         help="worker processes sharing the port (pre-fork; each loads the policies); use the number of cores",
+    )
+    serve.add_argument(
+        "--validation-timeout",
+        type=float,
+        default=3.0,
+        help="seconds (the validating webhook's timeout): constraints not evaluated by then are answered as an "
+        "error, per --fail-open; 0 disables",
     )
     serve.add_argument(
         "--policy-source",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,6 +14,12 @@ from .constraints import WEBHOOK_POINT, Constraint, constraint_from_resource
 from .inventory import Inventory
 from .rego import RegoBundle, RegoEvalError
 from .templates import ENGINE_CEL, Template
+
+DEADLINE_MESSAGE = "the review passed the webhook's deadline"
+
+
+def _past(deadline: float | None) -> bool:
+    return deadline is not None and time.monotonic() > deadline
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,8 +144,13 @@ class ValidationSystem:
         namespace_object: Mapping[str, Any] | None = None,
         source: str = "Original",
         point: str = WEBHOOK_POINT,
+        deadline: float | None = None,
     ) -> ReviewResult:
-        """Evaluate every matching constraint against ``review`` (an ``input.review``)."""
+        """Evaluate every matching constraint against ``review`` (an ``input.review``).
+
+        With ``deadline`` (a ``time.monotonic()`` value), templates not yet evaluated when it passes are
+        skipped and reported as an error: the webhook then answers per its failure policy with the reason.
+        One evaluation already running is not interrupted (the engines cannot be)."""
         result = ReviewResult()
         obj = review.get("object")
         if not isinstance(obj, Mapping) or not obj:
@@ -175,6 +187,9 @@ class ValidationSystem:
             bundle.set_input(f'{{"review":{review_json},"gkmatched":{orjson.dumps(names).decode()}}}')
             for kind in kinds:
                 entries = {e.constraint.name: (e, actions) for e, actions in matched.pop(kind)}
+                if _past(deadline):
+                    result.errors.extend(f"[{name}] not evaluated: {DEADLINE_MESSAGE}" for name in entries)
+                    continue
                 try:
                     found = bundle.evaluate(kind)
                 except RegoEvalError as err:
@@ -189,6 +204,9 @@ class ValidationSystem:
             template = self.templates[kind]
             for entry, actions in entries_actions:
                 constraint = entry.constraint
+                if _past(deadline):
+                    result.errors.append(f"[{constraint.name}] not evaluated: {DEADLINE_MESSAGE}")
+                    continue
                 try:
                     if template.engine == ENGINE_CEL:
                         found_msgs = [

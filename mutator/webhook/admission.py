@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -286,6 +287,7 @@ def review_for(
 class ValidationOptions:
     fail_open: bool = False  # an evaluation error answers allowed (True) or denied with the error (False)
     exempt_namespaces: tuple[str, ...] = ()
+    timeout: float | None = None  # seconds; constraints not evaluated by then are an error (the deadline)
 
 
 @dataclass(slots=True)
@@ -346,7 +348,10 @@ def validate_review(
         # match on the request's namespace when the object does not carry one, as Gatekeeper does
         obj = {**obj, "metadata": {**meta, "namespace": ns_name}}
         request = {**request, "object" if request.get("object") else "oldObject": obj}
-    result = validation.review(review_from_request(request, namespace_obj), namespace_object=namespace_obj)
+    deadline = time.monotonic() + options.timeout if options.timeout else None
+    result = validation.review(
+        review_from_request(request, namespace_obj), namespace_object=namespace_obj, deadline=deadline
+    )
 
     denied = [v.text for v in result.with_action("deny")]
     warnings = [v.text for v in result.with_action("warn")]
