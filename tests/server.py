@@ -17,6 +17,10 @@ from typing import Any
 import httpx
 import pytest
 
+FIXTURES = Path(__file__).parent / "fixtures"
+# An Assign that sets imagePullPolicy: Always on every container of every Pod (name: always-pull).
+ALWAYS_PULL = (FIXTURES / "policies" / "always-pull.yaml").read_text()
+
 
 def _free_port() -> int:
     with socket.socket() as s:

@@ -21,25 +21,9 @@ from cryptography import x509
 from mutator.certs import ca_bundle, patch_manifest_text, set_ca_bundle
 from mutator.webhook.admission import review_for
 
-from .server import Server, running_server, wait_for
+from .server import ALWAYS_PULL, Server, running_server, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
-
-ALWAYS_PULL = """
-apiVersion: mutations.gatekeeper.sh/v1
-kind: Assign
-metadata:
-  name: always-pull
-spec:
-  applyTo:
-    - groups: [""]
-      kinds: ["Pod"]
-      versions: ["v1"]
-  location: "spec.containers[name:*].imagePullPolicy"
-  parameters:
-    assign:
-      value: Always
-"""
 
 
 def _mutator(*args: str) -> subprocess.CompletedProcess[str]:

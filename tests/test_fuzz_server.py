@@ -22,27 +22,12 @@ import pytest
 
 from mutator.webhook.admission import MAX_BODY_BYTES, review_for
 
-from .server import Server, running_server
+from .server import ALWAYS_PULL, Server, running_server
 
 SEED = int(os.environ.get("MUTATOR_FUZZ_SEED", "20261123"))
 TOTAL = 400
 ENDPOINTS = ("/v1/mutate", "/v1/admit", "/v1/admitlabel")
 
-ALWAYS_PULL = """
-apiVersion: mutations.gatekeeper.sh/v1
-kind: Assign
-metadata:
-  name: always-pull
-spec:
-  applyTo:
-    - groups: [""]
-      kinds: ["Pod"]
-      versions: ["v1"]
-  location: "spec.containers[name:*].imagePullPolicy"
-  parameters:
-    assign:
-      value: Always
-"""
 
 TEMPLATE = """
 apiVersion: templates.gatekeeper.sh/v1

@@ -15,23 +15,9 @@ from mutator.mutation import MutationSystem
 from mutator.policy import LoadError, PolicySet, load_paths
 from mutator.webhook.admission import MutationOutcome, ValidationOutcome, mutate_review, review_for
 
-from .server import Server, running_server, wait_for
+from .server import ALWAYS_PULL, Server, running_server, wait_for
 
-PULL_ALWAYS = """
-apiVersion: mutations.gatekeeper.sh/v1
-kind: Assign
-metadata:
-  name: pull-always
-spec:
-  applyTo:
-    - groups: [""]
-      kinds: ["Pod"]
-      versions: ["v1"]
-  location: "spec.containers[name:*].imagePullPolicy"
-  parameters:
-    assign:
-      value: Always
-"""
+PULL_ALWAYS = ALWAYS_PULL.replace("name: always-pull", "name: pull-always")
 
 # rejected: an Assign may not change metadata
 BAD_ASSIGN = """

@@ -11,17 +11,7 @@ import pytest
 
 from mutator.webhook.admission import review_for
 
-from .server import Server, running_server, wait_for
-
-ASSIGN = """
-apiVersion: mutations.gatekeeper.sh/v1
-kind: Assign
-metadata: {name: always-pull}
-spec:
-  applyTo: [{groups: [""], kinds: ["Pod"], versions: ["v1"]}]
-  location: "spec.containers[name:*].imagePullPolicy"
-  parameters: {assign: {value: Always}}
-"""
+from .server import ALWAYS_PULL, Server, running_server, wait_for
 
 
 def _children(pid: int) -> list[int]:
@@ -34,7 +24,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp("workers")
     policies = tmp / "policies"
     policies.mkdir()
-    (policies / "assign.yaml").write_text(ASSIGN)
+    (policies / "assign.yaml").write_text(ALWAYS_PULL)
     with running_server(tmp, policies, "--workers", "2") as srv:
         yield srv
 
