@@ -76,25 +76,7 @@ spec:
     namespaces: ["nowhere"]
 """
 
-BROKEN_TEMPLATE = """
-apiVersion: templates.gatekeeper.sh/v1
-kind: ConstraintTemplate
-metadata:
-  name: testbroken
-spec:
-  crd:
-    spec:
-      names:
-        kind: TestBroken
-  targets:
-    - target: admission.k8s.gatekeeper.sh
-      rego: |
-        package testbroken
-
-        violation[{"msg": msg}] {
-          msg := )
-        }
-"""
+BROKEN_TEMPLATE = (Path(__file__).parent / "fixtures" / "broken" / "template.yaml").read_text()
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 

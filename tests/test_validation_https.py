@@ -15,25 +15,7 @@ from mutator.webhook.admission import review_for
 from .server import Server, running_server, wait_for
 
 FIXTURES = Path(__file__).parent / "fixtures" / "validation"
-BAD_REGO_TEMPLATE = """
-apiVersion: templates.gatekeeper.sh/v1
-kind: ConstraintTemplate
-metadata:
-  name: testbroken
-spec:
-  crd:
-    spec:
-      names:
-        kind: TestBroken
-  targets:
-    - target: admission.k8s.gatekeeper.sh
-      rego: |
-        package testbroken
-
-        violation[{"msg": msg}] {
-          msg := )
-        }
-"""
+BAD_REGO_TEMPLATE = (Path(__file__).parent / "fixtures" / "broken" / "template.yaml").read_text()
 
 
 @pytest.fixture(scope="module")

@@ -408,6 +408,16 @@ def _k8s_extension() -> Any:
         types = "_".join(_type_id(p) for p in params)
         return _cel.FunctionDecl(name, [_cel.Overload(f"{name}_{types}", result, list(params), True, impl)])
 
+    def map_or(name: str, result: Any, other: tuple[str, Any], impl: Callable[..., Any]) -> Any:
+        """A member function on a Kubernetes value (a map here) taking another such value or a plain one."""
+        return _cel.FunctionDecl(
+            name,
+            [
+                _cel.Overload(f"{name}_map_{suffix}", result, [obj, arg], True, impl)
+                for suffix, arg in (("map", obj), other)
+            ],
+        )
+
     def function(name: str, overloads: Iterable[tuple[Any, Sequence[Any], Callable[..., Any]]]) -> Any:
         return _cel.FunctionDecl(
             name,
@@ -448,20 +458,8 @@ def _k8s_extension() -> Any:
         member("isGreaterThan", boolean, [obj, obj], lambda a, b: _compare(a, b, "isGreaterThan") > 0),
         member("isLessThan", boolean, [obj, obj], lambda a, b: _compare(a, b, "isLessThan") < 0),
         member("compareTo", integer, [obj, obj], lambda a, b: _compare(a, b, "compareTo")),
-        _cel.FunctionDecl(
-            "add",
-            [
-                _cel.Overload(f"add_map_{suffix}", obj, [obj, other], True, _add_quantity)
-                for suffix, other in (("map", obj), ("int", integer))
-            ],
-        ),
-        _cel.FunctionDecl(
-            "sub",
-            [
-                _cel.Overload(f"sub_map_{suffix}", obj, [obj, other], True, _sub_quantity)
-                for suffix, other in (("map", obj), ("int", integer))
-            ],
-        ),
+        map_or("add", obj, ("int", integer), _add_quantity),
+        map_or("sub", obj, ("int", integer), _sub_quantity),
         # Kubernetes' URL library.
         function("url", [(obj, [string], _url)]),
         function("isURL", [(boolean, [string], _is_url)]),
@@ -484,20 +482,8 @@ def _k8s_extension() -> Any:
         member("isLinkLocalMulticast", boolean, [obj], _is_link_local_multicast),
         member("isLinkLocalUnicast", boolean, [obj], lambda v: _ip_of(v, "isLinkLocalUnicast").is_link_local),
         member("isGlobalUnicast", boolean, [obj], _is_global_unicast),
-        _cel.FunctionDecl(
-            "containsIP",
-            [
-                _cel.Overload(f"containsIP_map_{suffix}", boolean, [obj, other], True, _contains_ip)
-                for suffix, other in (("map", obj), ("string", string))
-            ],
-        ),
-        _cel.FunctionDecl(
-            "containsCIDR",
-            [
-                _cel.Overload(f"containsCIDR_map_{suffix}", boolean, [obj, other], True, _contains_cidr)
-                for suffix, other in (("map", obj), ("string", string))
-            ],
-        ),
+        map_or("containsIP", boolean, ("string", string), _contains_ip),
+        map_or("containsCIDR", boolean, ("string", string), _contains_cidr),
         member("ip", obj, [obj], lambda v: {_IP: str(_cidr_of(v, "ip").ip)}),
         member("masked", obj, [obj], lambda v: {_CIDR: str(_cidr_of(v, "masked").network)}),
         member("prefixLength", integer, [obj], lambda v: _cidr_of(v, "prefixLength").network.prefixlen),
