@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -145,12 +145,14 @@ class ValidationSystem:
         source: str = "Original",
         point: str = WEBHOOK_POINT,
         deadline: float | None = None,
+        progress: Callable[[str], None] | None = None,
     ) -> ReviewResult:
         """Evaluate every matching constraint against ``review`` (an ``input.review``).
 
         With ``deadline`` (a ``time.monotonic()`` value), templates not yet evaluated when it passes are
         skipped and reported as an error: the webhook then answers per its failure policy with the reason.
-        One evaluation already running is not interrupted (the engines cannot be)."""
+        One evaluation already running is not interrupted here (the engines cannot be); ``progress``, called with
+        the template kind before each evaluation, lets a supervisor name what was running when it cut one off."""
         result = ReviewResult()
         obj = review.get("object")
         if not isinstance(obj, Mapping) or not obj:
@@ -190,6 +192,8 @@ class ValidationSystem:
                 if _past(deadline):
                     result.errors.extend(f"[{name}] not evaluated: {DEADLINE_MESSAGE}" for name in entries)
                     continue
+                if progress is not None:
+                    progress(kind)
                 try:
                     found = bundle.evaluate(kind)
                 except RegoEvalError as err:
@@ -207,6 +211,8 @@ class ValidationSystem:
                 if _past(deadline):
                     result.errors.append(f"[{constraint.name}] not evaluated: {DEADLINE_MESSAGE}")
                     continue
+                if progress is not None:
+                    progress(kind)
                 try:
                     if template.engine == ENGINE_CEL:
                         found_msgs = [
