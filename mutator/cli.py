@@ -38,6 +38,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             fail_open=args.fail_open,
             exempt_namespaces=tuple(args.exempt_namespace),
             timeout=args.validation_timeout or None,
+            isolate=args.isolate_validation,
         ),
         enable_cel=args.enable_k8s_native_validation,
         workers=max(1, args.workers),
@@ -258,9 +259,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--validation-timeout",
         type=float,
-        default=3.0,
-        help="seconds (the validating webhook's timeout): constraints not evaluated by then are answered as an "
-        "error, per --fail-open; 0 disables",
+        default=2.5,
+        help="seconds from a review's arrival to its validation deadline: an evaluation still running then is "
+        "cut off and answered as an error, per --fail-open, with the reason (keep it under the validating "
+        "webhook's timeoutSeconds, 3 by default, so the answer beats the API server's own timeout); 0 disables",
+    )
+    serve.add_argument(
+        "--isolate-validation",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="evaluate constraints in a child process of each worker, so a runaway policy can be cut off at "
+        "--validation-timeout (the Rego and CEL engines cannot be interrupted in-process); with "
+        "--no-isolate-validation a slow policy holds its worker until it ends",
     )
     serve.add_argument(
         "--policy-source",

@@ -20,8 +20,9 @@ from ..mutation.core import deep_copy
 from ..mutation.patch import make_patch
 from ..validation.constraints import constraint_from_resource, is_constraint_resource
 from ..validation.review import review_from_request
-from ..validation.system import ValidationSystem
+from ..validation.system import ReviewResult, ValidationSystem
 from ..validation.templates import is_template_resource, template_from_resource
+from .evaluator import CutOff, Evaluator
 
 log = logging.getLogger("mutator.admission")
 
@@ -288,6 +289,7 @@ class ValidationOptions:
     fail_open: bool = False  # an evaluation error answers allowed (True) or denied with the error (False)
     exempt_namespaces: tuple[str, ...] = ()
     timeout: float | None = None  # seconds; constraints not evaluated by then are an error (the deadline)
+    isolate: bool = False  # evaluate in a child process, cut off at the deadline (webhook/evaluator.py)
 
 
 @dataclass(slots=True)
@@ -315,16 +317,24 @@ def _check_policy_resource(request: Mapping[str, Any], validation: ValidationSys
     return ""
 
 
-def validate_review(
+@dataclass(slots=True)
+class _Pending:
+    """A review that needs the engines: what to give ``ValidationSystem.review``."""
+
+    uid: str
+    review: dict[str, Any]
+    namespace_object: Mapping[str, Any] | None
+    deadline: float | None
+
+
+def _prepare_validation(
     review: Mapping[str, Any],
     validation: ValidationSystem,
     namespace_lookup: Callable[[str], Mapping[str, Any] | None],
-    options: ValidationOptions | None = None,
-    *,
-    excluded: Callable[[str], bool] | None = None,
-) -> ValidationOutcome:
-    """Answer a parsed AdmissionReview for the validating webhook (``/v1/admit``)."""
-    options = options or ValidationOptions()
+    options: ValidationOptions,
+    excluded: Callable[[str], bool] | None,
+) -> ValidationOutcome | _Pending:
+    """Everything before the engines: exemptions, Gatekeeper's own resources, the input review."""
     request = review["request"]
     uid = request["uid"]
     namespace = request.get("namespace") or ""
@@ -349,10 +359,11 @@ def validate_review(
         obj = {**obj, "metadata": {**meta, "namespace": ns_name}}
         request = {**request, "object" if request.get("object") else "oldObject": obj}
     deadline = time.monotonic() + options.timeout if options.timeout else None
-    result = validation.review(
-        review_from_request(request, namespace_obj), namespace_object=namespace_obj, deadline=deadline
-    )
+    return _Pending(uid, review_from_request(request, namespace_obj), namespace_obj, deadline)
 
+
+def _finish_validation(uid: str, result: ReviewResult, options: ValidationOptions) -> ValidationOutcome:
+    """The answer for the engines' result: deny, warn, dryrun (logged), errors per the failure policy."""
     denied = [v.text for v in result.with_action("deny")]
     warnings = [v.text for v in result.with_action("warn")]
     for v in result.with_action("dryrun"):
@@ -378,6 +389,47 @@ def validate_review(
     if warnings:
         response["warnings"] = warnings
     return ValidationOutcome(response, result.violations, errors=result.errors)
+
+
+def validate_review(
+    review: Mapping[str, Any],
+    validation: ValidationSystem,
+    namespace_lookup: Callable[[str], Mapping[str, Any] | None],
+    options: ValidationOptions | None = None,
+    *,
+    excluded: Callable[[str], bool] | None = None,
+) -> ValidationOutcome:
+    """Answer a parsed AdmissionReview for the validating webhook (``/v1/admit``), evaluating in this process."""
+    options = options or ValidationOptions()
+    pending = _prepare_validation(review, validation, namespace_lookup, options, excluded)
+    if isinstance(pending, ValidationOutcome):
+        return pending
+    result = validation.review(pending.review, namespace_object=pending.namespace_object, deadline=pending.deadline)
+    return _finish_validation(pending.uid, result, options)
+
+
+async def validate_review_isolated(
+    review: Mapping[str, Any],
+    validation: ValidationSystem,
+    namespace_lookup: Callable[[str], Mapping[str, Any] | None],
+    evaluator: Evaluator,
+    options: ValidationOptions | None = None,
+    *,
+    excluded: Callable[[str], bool] | None = None,
+) -> ValidationOutcome:
+    """:func:`validate_review` with the engines in ``evaluator``'s child process: an evaluation still running at
+    the deadline is cut off and answered per the failure policy, with the reason."""
+    options = options or ValidationOptions()
+    pending = _prepare_validation(review, validation, namespace_lookup, options, excluded)
+    if isinstance(pending, ValidationOutcome):
+        return pending
+    try:
+        result = await evaluator.review(
+            validation, pending.review, namespace_object=pending.namespace_object, deadline=pending.deadline
+        )
+    except CutOff as err:
+        result = ReviewResult(errors=[str(err)])
+    return _finish_validation(pending.uid, result, options)
 
 
 # --------------------------------------------------------------------------- namespace label

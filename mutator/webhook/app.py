@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 from collections.abc import Callable
@@ -26,7 +27,9 @@ from .admission import (
     mutate_review,
     parse_review,
     validate_review,
+    validate_review_isolated,
 )
+from .evaluator import Evaluator
 
 log = logging.getLogger("mutator.webhook")
 
@@ -119,6 +122,8 @@ def create_app(
                 return review
             try:
                 outcome = answer(review, policies())
+                if inspect.isawaitable(outcome):
+                    outcome = await outcome
             except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
                 raise
             except BaseException:  # also a panic inside an engine (pyo3's PanicException is a BaseException)
@@ -141,10 +146,28 @@ def create_app(
         mutation_options.fail_open,
         lambda review, outcome, seconds: metrics.observe_mutation(outcome, seconds),
     )
+    if validation_options.isolate:
+        evaluator = Evaluator()
+
+        def validate(review: dict[str, Any], current: PolicySet) -> Any:
+            return validate_review_isolated(
+                review,
+                current.validation,
+                current.namespace,
+                evaluator,
+                validation_options,
+                excluded=current.excluder("webhook"),
+            )
+
+    else:
+
+        def validate(review: dict[str, Any], current: PolicySet) -> Any:
+            return validate_review(
+                review, current.validation, current.namespace, validation_options, excluded=current.excluder("webhook")
+            )
+
     admit = endpoint(
-        lambda review, current: validate_review(
-            review, current.validation, current.namespace, validation_options, excluded=current.excluder("webhook")
-        ),
+        validate,
         validation_options.fail_open,
         metrics.observe_validation,
     )
