@@ -29,10 +29,53 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _stat(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below ``pid`` (workers, their evaluating children)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                parents[int(entry)] = int(_stat(int(entry))[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    found: list[int] = []
+    frontier = [pid]
+    while frontier:
+        parent = frontier.pop()
+        children = [p for p, pp in parents.items() if pp == parent]
+        found.extend(children)
+        frontier.extend(children)
+    return found
+
+
 def proc_cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    utime, stime = int(fields[11]), int(fields[12])
-    return (utime + stime) / os.sysconf("SC_CLK_TCK")
+    """CPU time of ``pid`` and every process below it (live ones, and the exited ones it collected)."""
+    total = 0
+    for p in [pid, *descendants(pid)]:
+        try:
+            fields = _stat(p)
+        except OSError:
+            continue
+        total += sum(int(x) for x in fields[11:15])  # utime, stime, cutime, cstime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def tree_pss_mb(pid: int) -> float:
+    """Proportional set size of ``pid`` and its descendants: forked children share most pages with their
+    parent, so summing RSS would count those pages several times; PSS splits them."""
+    total = 0
+    for p in [pid, *descendants(pid)]:
+        try:
+            for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total / 1024
 
 
 def proc_memory_mb(pid: int) -> dict[str, float]:
@@ -55,8 +98,9 @@ def system_busy_seconds() -> float:
 class Server:
     """``mutator serve`` in a subprocess (stopped by ``stop``, always called from a finally)."""
 
-    def __init__(self, workdir: Path, policies: Path, port: int) -> None:
+    def __init__(self, workdir: Path, policies: Path, port: int, extra_args: tuple[str, ...] = ()) -> None:
         self.port = port
+        self.extra_args = extra_args
         self.certs = workdir / "certs"
         self.log_path = workdir / "server.log"
         self.policies = policies
@@ -81,6 +125,7 @@ class Server:
             "127.0.0.1",
             "--port",
             str(self.port),
+            *self.extra_args,
         ]
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO)

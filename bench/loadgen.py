@@ -245,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         "p50_ms": percentile(lat, 50) * 1e3,
         "p90_ms": percentile(lat, 90) * 1e3,
         "p99_ms": percentile(lat, 99) * 1e3,
+        "p999_ms": percentile(lat, 99.9) * 1e3,
         "max_ms": (lat[-1] * 1e3) if lat else math.nan,
         "mean_ms": (sum(lat) / len(lat) * 1e3) if lat else math.nan,
         "client_cpu_s": cpu,
