@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from ..match import Matchable, MatchError, PolicyError
+from ..match import Match, MatchError, ObjectFacts, PolicyError
 from .constraints import WEBHOOK_POINT, Constraint, constraint_from_resource
 from .inventory import Inventory
 from .rego import RegoBundle, RegoEvalError
@@ -47,7 +47,60 @@ class ReviewResult:
 @dataclass(slots=True)
 class _Entry:
     constraint: Constraint
-    params_json: str
+    params_json: str  # the parameters as JSON, keys sorted: equal parameters, equal text
+    group: str = ""  # constraints of a kind with equal parameters share a group, evaluated once per request
+
+
+def _data_params(entry: _Entry) -> str:
+    """The text of what the bundle's data holds as this constraint's parameters (``parameters or {}``)."""
+    return entry.params_json if entry.constraint.parameters else "{}"
+
+
+_Candidate = tuple[str, _Entry, Match, tuple[str, ...]]  # kind, entry, its match criteria, its actions
+
+
+class _Plan:
+    """The constraints that act at one enforcement point, in review order, and the subset whose ``kinds``
+    criteria accept an object's (group, kind), computed once per pair: a request runs only the matchers that
+    can match it. Rebuilt after any change to the policies."""
+
+    __slots__ = ("_by_kind", "candidates")
+
+    _MAX_KINDS = 4096  # distinct (group, kind) pairs remembered; requests could name any
+
+    def __init__(self, candidates: list[_Candidate]) -> None:
+        self.candidates = candidates
+        self._by_kind: dict[tuple[str, str], list[_Candidate]] = {}
+
+    def for_kind(self, group: str, kind: str) -> list[_Candidate]:
+        found = self._by_kind.get((group, kind))
+        if found is None:
+            found = [c for c in self.candidates if _kinds_accept(c[2], group, kind)]
+            if len(self._by_kind) >= self._MAX_KINDS:
+                self._by_kind.clear()
+            self._by_kind[(group, kind)] = found
+        return found
+
+
+def _kinds_accept(match: Match, group: str, kind: str) -> bool:
+    """The ``kinds`` criterion of ``match`` alone (the first one :meth:`Match.matches_facts` checks)."""
+    return not match.kinds or any(selector.matches(group, kind) for selector in match.kinds)
+
+
+def _violations(found: list[dict[str, Any]], entries: list[tuple[_Entry, tuple[str, ...]]]) -> list[Violation]:
+    """A kind's violations, by group, given to every matched constraint of the group, ordered by constraint
+    name then message (ties in the engine's order)."""
+    members: dict[str, list[tuple[_Entry, tuple[str, ...]]]] = {}
+    for entry, actions in entries:
+        members.setdefault(entry.group, []).append((entry, actions))
+    rows = []
+    for v in found:
+        message = str(v["msg"])
+        details = v.get("details", {})
+        for entry, actions in members.get(v["name"], ()):
+            rows.append((entry.constraint.name, message, details, entry.constraint, actions))
+    rows.sort(key=lambda row: (row[0], row[1]))
+    return [Violation(constraint, message, details, actions) for _, message, details, constraint, actions in rows]
 
 
 class ValidationSystem:
@@ -58,6 +111,7 @@ class ValidationSystem:
         self._pending: dict[tuple[str, str], Mapping[str, Any]] = {}  # constraints waiting for their template
         self.inventory = inventory if inventory is not None else Inventory()
         self._bundles: list[RegoBundle] | None = None  # built after a change, before the next review
+        self._plans: dict[str, _Plan] = {}  # per enforcement point, rebuilt after a change
         self._generation = 0
 
     # -- policies
@@ -91,9 +145,12 @@ class ValidationSystem:
         constraint = constraint_from_resource(resource, self.templates.get(kind))
         self._pending.pop(constraint.key, None)
         self._changed()
-        self._constraints.setdefault(kind, {})[constraint.name] = _Entry(
-            constraint, orjson.dumps(constraint.parameters).decode() if constraint.parameters is not None else "{}"
+        params_json = (
+            orjson.dumps(constraint.parameters, option=orjson.OPT_SORT_KEYS).decode()
+            if constraint.parameters is not None
+            else "{}"
         )
+        self._constraints.setdefault(kind, {})[constraint.name] = _Entry(constraint, params_json)
         return constraint
 
     def remove_constraint(self, kind: str, name: str) -> None:
@@ -103,11 +160,31 @@ class ValidationSystem:
 
     def _changed(self) -> None:
         self._bundles = None
+        self._plans = {}
         self._generation += 1
+
+    def _plan(self, point: str) -> _Plan:
+        plan = self._plans.get(point)
+        if plan is None:
+            candidates = []
+            for kind, by_name in self._constraints.items():
+                if kind not in self.templates:
+                    continue
+                for entry in by_name.values():
+                    actions = tuple(entry.constraint.actions_for(point))
+                    if actions:
+                        candidates.append((kind, entry, entry.constraint.match, actions))
+            plan = self._plans[point] = _Plan(candidates)
+        return plan
 
     def prepare(self) -> list[RegoBundle]:
         """Build the Rego bundles (one engine per Rego syntax version) for the current templates."""
         if self._bundles is None:
+            for by_name in self._constraints.values():
+                # constraints of a kind with equal parameters get the same violations: one evaluation each
+                groups: dict[str, str] = {}
+                for entry in by_name.values():
+                    entry.group = groups.setdefault(_data_params(entry), f"p{len(groups)}")
             bundles = []
             for v1 in (False, True):
                 programs = {
@@ -126,7 +203,7 @@ class ValidationSystem:
         if bundle.data_version() == version:
             return
         params = {
-            key: {name: e.constraint.parameters or {} for name, e in self._constraints.get(kind, {}).items()}
+            key: {e.group: e.constraint.parameters or {} for e in self._constraints.get(kind, {}).values()}
             for kind, key in bundle.keys.items()
         }
         inventory = self.inventory.inventory_json() if bundle.uses_inventory else "{}"
@@ -159,21 +236,14 @@ class ValidationSystem:
             obj = review.get("oldObject")
         if not isinstance(obj, Mapping):
             return result
-        target = Matchable(obj, namespace_object, source)
+        facts = ObjectFacts(obj)
         matched: dict[str, list[tuple[_Entry, tuple[str, ...]]]] = {}
-        for kind, by_name in self._constraints.items():
-            if kind not in self.templates:
-                continue
-            for entry in by_name.values():
-                constraint = entry.constraint
-                actions = tuple(constraint.actions_for(point))
-                if not actions:
-                    continue
-                try:
-                    if constraint.match.matches(target):
-                        matched.setdefault(kind, []).append((entry, actions))
-                except MatchError as err:
-                    result.errors.append(f"[{constraint.name}] failed to run match criteria: {err}")
+        for kind, entry, match, actions in self._plan(point).for_kind(facts.group, facts.kind):
+            try:
+                if match.matches_facts(facts, namespace_object, source):
+                    matched.setdefault(kind, []).append((entry, actions))
+            except MatchError as err:
+                result.errors.append(f"[{entry.constraint.name}] failed to run match criteria: {err}")
         if not matched:
             return result
 
@@ -185,23 +255,22 @@ class ValidationSystem:
             if review_json is None:
                 review_json = orjson.dumps(review).decode()
             self._refresh_data(bundle)
-            names = {bundle.keys[k]: [e.constraint.name for e, _ in matched[k]] for k in kinds}
-            bundle.set_input(f'{{"review":{review_json},"gkmatched":{orjson.dumps(names).decode()}}}')
+            groups = {bundle.keys[k]: list(dict.fromkeys(e.group for e, _ in matched[k])) for k in kinds}
+            bundle.set_input(f'{{"review":{review_json},"gkmatched":{orjson.dumps(groups).decode()}}}')
             for kind in kinds:
-                entries = {e.constraint.name: (e, actions) for e, actions in matched.pop(kind)}
+                entries = matched.pop(kind)
                 if _past(deadline):
-                    result.errors.extend(f"[{name}] not evaluated: {DEADLINE_MESSAGE}" for name in entries)
+                    result.errors.extend(f"[{e.constraint.name}] not evaluated: {DEADLINE_MESSAGE}" for e, _ in entries)
                     continue
                 if progress is not None:
                     progress(kind)
                 try:
                     found = bundle.evaluate(kind)
                 except RegoEvalError as err:
-                    result.errors.extend(f"[{name}] evaluation failed: {err}" for name in entries)
+                    result.errors.extend(f"[{e.constraint.name}] evaluation failed: {err}" for e, _ in entries)
                     continue
-                for v in sorted(found, key=lambda v: (str(v.get("name")), str(v.get("msg")))):
-                    entry, actions = entries[v["name"]]
-                    result.violations.append(Violation(entry.constraint, str(v["msg"]), v.get("details", {}), actions))
+                if found:
+                    result.violations.extend(_violations(found, entries))
 
         # CEL templates, and any Rego template the bundle could not take, one constraint at a time
         for kind, entries_actions in matched.items():

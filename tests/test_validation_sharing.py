@@ -1,0 +1,254 @@
+"""What the validation system shares between constraints to stay fast, and must not let show:
+
+- constraints of one kind with equal parameters are evaluated once per request, and every matched one of
+  them still gets its own violations, actions and order;
+- a request only runs the match criteria of constraints whose ``kinds`` accept its object, a choice
+  remembered per (group, kind) and forgotten when the policies change.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mutator.validation.constraints import AUDIT_POINT, WEBHOOK_POINT
+from mutator.validation.review import review_from_object
+from mutator.validation.system import ReviewResult, ValidationSystem
+from tests.test_validation_system import OWNER, config_map, make_constraint, make_template, pod, system_with
+
+PER_CONTAINER_REGO = """package k8sdigests
+
+violation[{"msg": msg, "details": {"container": c.name}}] {
+  c := input.review.object.spec.containers[_]
+  not contains(c.image, "@")
+  msg := sprintf("%v: image %v has no digest (%v)", [c.name, c.image, input.parameters.why])
+}
+"""
+
+DIGESTS = make_template("K8sDigests", PER_CONTAINER_REGO)
+
+
+def two_container_pod(name: str, namespace: str = "prod") -> dict[str, Any]:
+    obj = pod(name, namespace)
+    obj["spec"]["containers"] = [
+        {"name": "b-sidecar", "image": "corp.example/sidecar:2"},
+        {"name": "a-app", "image": "corp.example/app:1"},
+    ]
+    return obj
+
+
+def run(system: ValidationSystem, obj: dict[str, Any], **kwargs: Any) -> ReviewResult:
+    return system.review(review_from_object(obj), **kwargs)
+
+
+def listing(result: ReviewResult) -> list[tuple[str, str, Any, tuple[str, ...]]]:
+    """The violations in the order the system gives them, with everything a caller reads."""
+    return [(v.constraint.name, v.message, v.details, v.actions) for v in result.violations]
+
+
+def test_equal_parameters_give_each_constraint_its_own_violations_and_action() -> None:
+    system = system_with(
+        OWNER,
+        constraints=[
+            make_constraint("K8sNeedsOwner", "b-dup", enforcementAction="warn", parameters={"label": "team"}),
+            make_constraint("K8sNeedsOwner", "c-other", enforcementAction="dryrun", parameters={"label": "tier"}),
+            make_constraint("K8sNeedsOwner", "a-dup", parameters={"label": "team"}),
+        ],
+    )
+    assert listing(run(system, pod("web"))) == [
+        ("a-dup", "Pod web has no team label", {"missing": "team"}, ("deny",)),
+        ("b-dup", "Pod web has no team label", {"missing": "team"}, ("warn",)),
+        ("c-other", "Pod web has no tier label", {"missing": "tier"}, ("dryrun",)),
+    ]
+    assert [v.constraint.name for v in run(system, pod("web", labels={"team": "x"})).violations] == ["c-other"]
+
+
+def test_parameters_equal_but_written_in_another_key_order_are_equal() -> None:
+    schema = {"type": "object", "properties": {"why": {"type": "string"}, "level": {"type": "integer"}}}
+    digests = make_template("K8sDigests", PER_CONTAINER_REGO, schema=schema)
+    system = system_with(
+        digests,
+        constraints=[
+            make_constraint("K8sDigests", "one", parameters={"why": "policy", "level": 1}),
+            make_constraint("K8sDigests", "two", parameters={"level": 1, "why": "policy"}),
+        ],
+    )
+    result = run(system, two_container_pod("web"))
+    assert [(name, message) for name, message, _, _ in listing(result)] == [
+        ("one", "a-app: image corp.example/app:1 has no digest (policy)"),
+        ("one", "b-sidecar: image corp.example/sidecar:2 has no digest (policy)"),
+        ("two", "a-app: image corp.example/app:1 has no digest (policy)"),
+        ("two", "b-sidecar: image corp.example/sidecar:2 has no digest (policy)"),
+    ]
+    assert [v.details for v in result.violations] == [{"container": "a-app"}, {"container": "b-sidecar"}] * 2
+
+
+def test_violations_are_ordered_by_constraint_name_then_message_across_groups() -> None:
+    system = system_with(
+        DIGESTS,
+        constraints=[
+            make_constraint("K8sDigests", "z-shared", parameters={"why": "same"}),
+            make_constraint("K8sDigests", "m-alone", parameters={"why": "other"}),
+            make_constraint("K8sDigests", "a-shared", parameters={"why": "same"}),
+        ],
+    )
+    assert [(name, message[:5]) for name, message, _, _ in listing(run(system, two_container_pod("web")))] == [
+        ("a-shared", "a-app"),
+        ("a-shared", "b-sid"),
+        ("m-alone", "a-app"),
+        ("m-alone", "b-sid"),
+        ("z-shared", "a-app"),
+        ("z-shared", "b-sid"),
+    ]
+
+
+def test_only_the_matched_constraints_of_a_shared_group_report() -> None:
+    system = system_with(
+        OWNER,
+        constraints=[
+            make_constraint("K8sNeedsOwner", "in-prod", match={"namespaces": ["prod"]}),
+            make_constraint("K8sNeedsOwner", "in-dev", match={"namespaces": ["dev"]}),
+        ],
+    )
+    assert [v.constraint.name for v in run(system, pod("web", "prod")).violations] == ["in-prod"]
+    assert [v.constraint.name for v in run(system, pod("web", "dev")).violations] == ["in-dev"]
+    assert run(system, pod("web", "test")).violations == []
+
+
+def test_removing_or_changing_one_of_equal_constraints_leaves_the_other_as_it_was() -> None:
+    system = system_with(
+        OWNER,
+        constraints=[make_constraint("K8sNeedsOwner", "first"), make_constraint("K8sNeedsOwner", "second")],
+    )
+    assert [v.constraint.name for v in run(system, pod("web")).violations] == ["first", "second"]
+    system.remove_constraint("K8sNeedsOwner", "first")
+    assert [v.text for v in run(system, pod("web")).violations] == ["[second] Pod web has no owner label"]
+    system.add_constraint(make_constraint("K8sNeedsOwner", "first", parameters={"label": "team"}))
+    assert [v.text for v in run(system, pod("web")).violations] == [
+        "[first] Pod web has no team label",
+        "[second] Pod web has no owner label",
+    ]
+
+
+def test_an_evaluation_error_is_reported_for_every_constraint_of_the_group() -> None:
+    numeric = make_template(
+        "K8sNumericLimit",
+        """package k8snumericlimit
+
+violation[{"msg": "over the limit"}] {
+  input.review.object.spec.replicas > to_number(input.parameters.limit)
+}
+""",
+    )
+    system = system_with(
+        numeric,
+        constraints=[
+            make_constraint("K8sNumericLimit", "bad-1", parameters={"limit": "lots"}),
+            make_constraint("K8sNumericLimit", "bad-2", parameters={"limit": "lots"}),
+        ],
+    )
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "api", "namespace": "prod"},
+        "spec": {"replicas": 5},
+    }
+    result = run(system, deployment)
+    assert result.violations == []
+    assert [e.split(" ", 1)[0] for e in result.errors] == ["[bad-1]", "[bad-2]"]
+    assert all("evaluation failed" in e for e in result.errors)
+
+
+def test_past_the_deadline_every_constraint_of_a_group_is_named() -> None:
+    system = system_with(
+        OWNER,
+        constraints=[make_constraint("K8sNeedsOwner", "first"), make_constraint("K8sNeedsOwner", "second")],
+    )
+    result = run(system, pod("web"), deadline=0.0)
+    assert result.violations == []
+    assert result.errors == [
+        "[first] not evaluated: the review passed the webhook's deadline",
+        "[second] not evaluated: the review passed the webhook's deadline",
+    ]
+
+
+def test_progress_names_each_template_before_it_runs() -> None:
+    system = system_with(
+        OWNER,
+        DIGESTS,
+        constraints=[
+            make_constraint("K8sNeedsOwner", "owner"),
+            make_constraint("K8sDigests", "digests", parameters={"why": "x"}),
+        ],
+    )
+    seen: list[str] = []
+    result = run(system, pod("web"), progress=seen.append)
+    assert sorted(seen) == ["K8sDigests", "K8sNeedsOwner"]
+    assert sorted(v.constraint.name for v in result.violations) == ["digests", "owner"]
+
+
+# --- the kinds index ------------------------------------------------------------------------------------------------
+
+
+def test_only_constraints_whose_kinds_accept_the_object_are_matched() -> None:
+    system = system_with(
+        OWNER,
+        constraints=[
+            make_constraint("K8sNeedsOwner", "pods", match={"kinds": [{"apiGroups": [""], "kinds": ["Pod"]}]}),
+            make_constraint("K8sNeedsOwner", "any-kind", match={"kinds": [{"apiGroups": ["*"], "kinds": ["*"]}]}),
+            make_constraint("K8sNeedsOwner", "no-kinds", match={"namespaces": ["prod"]}),
+            make_constraint("K8sNeedsOwner", "apps-only", match={"kinds": [{"apiGroups": ["apps"], "kinds": ["Pod"]}]}),
+            make_constraint("K8sNeedsOwner", "maps", match={"kinds": [{"apiGroups": [""], "kinds": ["ConfigMap"]}]}),
+            make_constraint("K8sNeedsOwner", "all-core", match={"kinds": [{"apiGroups": [""]}]}),
+        ],
+    )
+    names = [v.constraint.name for v in run(system, pod("web")).violations]
+    assert names == ["all-core", "any-kind", "no-kinds", "pods"]
+    names = [v.constraint.name for v in run(system, config_map("settings")).violations]
+    assert names == ["all-core", "any-kind", "maps", "no-kinds"]
+    # asked again, from what it remembered: the same answers
+    assert [v.constraint.name for v in run(system, pod("api")).violations] == names[:2] + ["no-kinds", "pods"]
+
+
+def test_the_kinds_index_follows_policy_changes() -> None:
+    system = system_with(
+        OWNER,
+        constraints=[
+            make_constraint("K8sNeedsOwner", "pods", match={"kinds": [{"apiGroups": [""], "kinds": ["Pod"]}]})
+        ],
+    )
+    assert run(system, config_map("settings")).violations == []
+    assert [v.constraint.name for v in run(system, pod("web")).violations] == ["pods"]
+    system.add_constraint(
+        make_constraint("K8sNeedsOwner", "maps", match={"kinds": [{"apiGroups": [""], "kinds": ["ConfigMap"]}]})
+    )
+    assert [v.constraint.name for v in run(system, config_map("settings")).violations] == ["maps"]
+    system.remove_constraint("K8sNeedsOwner", "pods")
+    assert run(system, pod("web")).violations == []
+    system.remove_template("K8sNeedsOwner")
+    assert run(system, config_map("settings")).violations == []
+    system.add_template(OWNER)
+    assert [v.constraint.name for v in run(system, config_map("settings")).violations] == ["maps"]
+
+
+def test_the_constraints_acting_at_each_point_are_kept_apart() -> None:
+    system = system_with(
+        OWNER,
+        constraints=[
+            make_constraint(
+                "K8sNeedsOwner",
+                "audit-only",
+                enforcementAction="scoped",
+                scopedEnforcementActions=[{"action": "warn", "enforcementPoints": [{"name": AUDIT_POINT}]}],
+            ),
+            make_constraint("K8sNeedsOwner", "everywhere"),
+        ],
+    )
+    assert [v.constraint.name for v in run(system, pod("web"), point=AUDIT_POINT).violations] == [
+        "audit-only",
+        "everywhere",
+    ]
+    assert [v.constraint.name for v in run(system, pod("web"), point=WEBHOOK_POINT).violations] == ["everywhere"]
+    assert [v.constraint.name for v in run(system, pod("web"), point=AUDIT_POINT).violations] == [
+        "audit-only",
+        "everywhere",
+    ]
