@@ -57,7 +57,7 @@ def test_results_equal_the_in_process_review() -> None:
         make_template("K8sNamed", NAME_REGO),
         constraints=[
             make_constraint("K8sNamed", "deny-web", parameters={"prefix": "we"}),
-            make_constraint("K8sNamed", "warn-w", parameters={"prefix": "w"}, action="warn"),
+            make_constraint("K8sNamed", "warn-w", parameters={"prefix": "w"}, enforcementAction="warn"),
         ],
     )
     objects = [ingress("web", "shop", "h"), ingress("api", "shop", "h"), namespace("welcome")]
@@ -74,6 +74,7 @@ def test_results_equal_the_in_process_review() -> None:
     assert [_summary(r) for r in isolated] == [_summary(r) for r in in_process]
     assert _summary(isolated[0])[0][0] == "[deny-web] name web starts with we"
     assert _summary(isolated[0])[0][2] == {"name": "web", "n": 3}
+    assert sorted(v.actions for v in isolated[0].violations) == [("deny",), ("warn",)]
     assert isolated[1].violations == []
     # the constraints are the serving process's own objects, not copies
     assert {id(v.constraint) for v in isolated[0].violations} <= {id(c) for c in system.constraints()}
@@ -103,7 +104,7 @@ def test_inventory_changes_reach_the_child() -> None:
     evaluator = Evaluator()
     try:
         _run(main())
-        assert evaluator.restarts == 0  # data changes travel with the reviews; no new child was needed
+        assert evaluator.forks == 1  # data changes travel with the reviews; no new child was needed
     finally:
         evaluator.close()
 
@@ -126,9 +127,10 @@ def test_a_new_policy_set_gets_a_new_child_and_the_old_one_exits() -> None:
 
     async def main() -> tuple[list[str], list[str], int, int]:
         one = [v.text for v in (await evaluator.review(first, _review(ingress("api", "x", "h")))).violations]
-        old = evaluator._child.pid  # type: ignore[union-attr]
+        (old,) = evaluator.pids()
         two = [v.text for v in (await evaluator.review(second, _review(ingress("api", "x", "h")))).violations]
-        return one, two, old, evaluator._child.pid  # type: ignore[union-attr]
+        (new,) = evaluator.pids()
+        return one, two, old, new
 
     try:
         one, two, old_pid, new_pid = _run(main())
@@ -149,7 +151,8 @@ def test_a_child_that_dies_is_an_error_and_is_replaced() -> None:
 
     async def main() -> list[str]:
         await evaluator.review(system, _review(ingress("web", "x", "h")))
-        os.kill(evaluator._child.pid, signal.SIGKILL)  # type: ignore[union-attr]
+        (pid,) = evaluator.pids()
+        os.kill(pid, signal.SIGKILL)
         time.sleep(0.05)
         with pytest.raises(EvaluatorError, match="the evaluating process failed"):
             await evaluator.review(system, _review(ingress("web", "x", "h")))
@@ -171,11 +174,11 @@ def test_cut_off_names_the_template_and_kills_the_evaluation() -> None:
             await evaluator.review(system, _review(namespace("x")), deadline=time.monotonic() + 0.3)
         return str(caught.value), evaluator.cut_offs, running_pid, time.monotonic() - start
 
-    evaluator._current(system)  # fork it now, to know which process runs the evaluation
-    running_pid = evaluator._child.pid  # type: ignore[union-attr]
+    evaluator.prefork(system)  # fork it now, to know which process runs the evaluation
+    (running_pid,) = evaluator.pids()
     try:
         reason, cut_offs, pid, seconds = _run(main())
-        assert evaluator._child is not None and evaluator._child.pid != pid  # a fresh one is ready
+        assert len(evaluator.pids()) == 1 and evaluator.pids() != [pid]  # a fresh one is ready
     finally:
         evaluator.close()
     assert reason == (
@@ -184,3 +187,35 @@ def test_cut_off_names_the_template_and_kills_the_evaluation() -> None:
     assert cut_offs == 1
     assert seconds < 1.5  # the evaluation alone takes several seconds
     assert not _alive(pid)  # killed and reaped, not left burning a CPU
+
+
+def test_a_review_waiting_behind_a_long_one_gets_a_child_of_its_own() -> None:
+    system = system_with(
+        make_template("K8sSlow", SLOW_REGO),
+        make_template("K8sNamed", NAME_REGO),
+        constraints=[
+            make_constraint("K8sSlow", "slow", match={"kinds": [{"apiGroups": [""], "kinds": ["Namespace"]}]}),
+            make_constraint("K8sNamed", "deny-web", parameters={"prefix": "we"}),
+        ],
+    )
+    evaluator = Evaluator(spare_after=0.05)
+
+    async def main() -> tuple[float, list[str], str, int]:
+        slow = asyncio.ensure_future(evaluator.review(system, _review(namespace("x")), deadline=time.monotonic() + 1.0))
+        await asyncio.sleep(0.1)  # the slow evaluation is running in the first child
+        start = time.monotonic()
+        quick = await evaluator.review(system, _review(ingress("web", "x", "h")), deadline=time.monotonic() + 1.0)
+        waited = time.monotonic() - start
+        children = len(evaluator.pids())
+        with pytest.raises(CutOff) as caught:
+            await slow
+        return waited, [v.text for v in quick.violations], str(caught.value), children
+
+    try:
+        waited, texts, reason, children = _run(main())
+    finally:
+        evaluator.close()
+    assert texts == ["[deny-web] name web starts with we"]
+    assert waited < 0.6  # answered by a second child, not after the slow review's cut-off at 1 s
+    assert children == 2
+    assert "while evaluating template K8sSlow" in reason

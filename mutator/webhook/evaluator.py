@@ -16,6 +16,7 @@ a new policy set, travels with the next review after each change.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import ctypes
 import gc
@@ -49,7 +50,7 @@ class EvaluatorError(RuntimeError):
 
 
 class CutOff(Exception):
-    """The deadline passed before the child answered; the child has been replaced."""
+    """The deadline passed before a child answered (that child has been killed)."""
 
 
 class _InventorySnapshot:
@@ -144,6 +145,51 @@ def _enter_child(keep: int) -> None:
 # --------------------------------------------------------------------------- the serving side
 
 
+class _Channel(asyncio.Protocol):
+    """The serving side of the socket pair: one request frame out, one answer frame back. The socket stays
+    registered with the event loop for the child's life (no per-review register/unregister)."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self._buffer = bytearray()
+        self._waiter: asyncio.Future[bytes] | None = None
+        self._lost: str | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        if len(self._buffer) < _HEADER.size:
+            return
+        size = _HEADER.unpack_from(self._buffer)[0]
+        if len(self._buffer) < _HEADER.size + size:
+            return
+        frame = bytes(self._buffer[_HEADER.size : _HEADER.size + size])
+        del self._buffer[: _HEADER.size + size]
+        waiter, self._waiter = self._waiter, None
+        if waiter is None or waiter.done():
+            self._fail("the evaluating process answered out of turn")
+        else:
+            waiter.set_result(frame)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail("the evaluating process exited")
+
+    def _fail(self, reason: str) -> None:
+        self._lost = reason
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(EvaluatorError(reason))
+
+    async def request(self, data: bytes) -> bytes:
+        if self._lost is not None or self.transport is None:
+            raise EvaluatorError(self._lost or "not connected")
+        self._waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(_HEADER.pack(len(data)) + data)
+        return await self._waiter
+
+
 class _Child:
     def __init__(self, validation: ValidationSystem) -> None:
         ours, theirs = socket.socketpair()
@@ -166,6 +212,13 @@ class _Child:
         ours.setblocking(False)
         self.pid = pid
         self.sock = ours
+        self.channel: _Channel | None = None
+
+    async def connect(self) -> _Channel:
+        if self.channel is None:
+            loop = asyncio.get_running_loop()
+            _, self.channel = await loop.create_unix_connection(_Channel, sock=self.sock)
+        return self.channel
 
     def running(self) -> str:
         return bytes(self.progress[:_PROGRESS_SIZE]).split(b"\0", 1)[0].decode(errors="replace")
@@ -174,7 +227,14 @@ class _Child:
         if kill:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGKILL)
-        self.sock.close()  # without kill, the child sees EOF and exits
+        # without kill, the child sees EOF and exits
+        if self.channel is not None and self.channel.transport is not None:
+            try:
+                self.channel.transport.abort()
+            except RuntimeError:  # its event loop has ended (a test's asyncio.run): close the socket itself
+                self.sock.close()
+        else:
+            self.sock.close()
         _reap(self.pid, wait=kill)
 
 
@@ -195,28 +255,95 @@ def _reap(pid: int | None = None, *, wait: bool = False) -> None:
 
 
 class Evaluator:
-    """One evaluating child per serving process; reviews go to it one at a time, in arrival order."""
+    """The evaluating children of one serving process.
 
-    def __init__(self) -> None:
-        self._child: _Child | None = None
-        self._lock = asyncio.Lock()
-        self.cut_offs = 0  # evaluations cut off at their deadline (the child was replaced each time)
-        self.restarts = 0  # children forked after the first, for any reason
+    Normally one child does all the work, one review at a time. A review that has waited ``spare_after`` seconds
+    for a busy child (one evaluation is taking long) gets a child of its own, forked then, up to ``max_children``:
+    so a runaway evaluation holds up only its own review, not every review queued behind it."""
 
-    def _current(self, validation: ValidationSystem) -> _Child:
-        child = self._child
-        if child is not None and child.validation is validation:
-            return child
-        if child is not None:
-            child.close(kill=False)
-            self.restarts += 1
-        self._child = _Child(validation)
-        return self._child
+    def __init__(self, *, max_children: int = 4, spare_after: float = 0.05, idle_for: float = 60.0) -> None:
+        self.max_children = max(1, max_children)
+        self.spare_after = spare_after
+        self.idle_for = idle_for  # an extra child idle this long is closed (one is always kept)
+        self._idle: list[tuple[_Child, float]] = []  # (child, idle since)
+        self._busy: set[_Child] = set()
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self.cut_offs = 0  # evaluations cut off at their deadline (their child killed)
+        self.forks = 0  # children forked, for any reason
+
+    def pids(self) -> list[int]:
+        """The children alive now (idle first)."""
+        return [c.pid for c, _ in self._idle] + [c.pid for c in self._busy]
+
+    def prefork(self, validation: ValidationSystem) -> None:
+        """Have an idle child for ``validation`` ready (the first review would fork one otherwise)."""
+        if not any(c.validation is validation for c, _ in self._idle):
+            self._idle.append((self._fork(validation), time.monotonic()))
 
     def close(self) -> None:
-        if self._child is not None:
-            self._child.close(kill=False)
-            self._child = None
+        for child, _ in self._idle:
+            child.close(kill=False)
+        for child in self._busy:
+            child.close(kill=True)
+        self._idle.clear()
+        self._busy.clear()
+
+    def _fork(self, validation: ValidationSystem) -> _Child:
+        self.forks += 1
+        return _Child(validation)
+
+    def _tidy(self, validation: ValidationSystem) -> None:
+        """Close idle children of another policy set, and extra ones idle for ``idle_for``."""
+        now = time.monotonic()
+        keep: list[tuple[_Child, float]] = []
+        for child, since in self._idle:
+            if child.validation is not validation or (keep and now - since > self.idle_for):
+                child.close(kill=False)
+            else:
+                keep.append((child, since))
+        self._idle = keep
+
+    async def _take(self, validation: ValidationSystem, deadline: float | None) -> _Child:
+        loop = asyncio.get_running_loop()
+        since = time.monotonic()
+        while True:
+            self._tidy(validation)
+            if self._idle:
+                child, _ = self._idle.pop()
+                self._busy.add(child)
+                return child
+            now = time.monotonic()
+            room = len(self._busy) < self.max_children
+            if not self._busy or (room and now - since >= self.spare_after):
+                child = self._fork(validation)
+                self._busy.add(child)
+                return child
+            if deadline is not None and now >= deadline + _GRACE:
+                raise CutOff("not evaluated: every evaluating process was busy with earlier reviews until the deadline")
+            waits = [since + self.spare_after - now] if room else []
+            if deadline is not None:
+                waits.append(deadline + _GRACE - now)
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._waiters.append(waiter)
+            try:
+                await asyncio.wait_for(waiter, min(waits) if waits else None)
+            except TimeoutError:
+                pass
+            finally:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+
+    def _give_back(self, child: _Child, *, broken: bool) -> None:
+        self._busy.discard(child)
+        if broken:
+            child.close(kill=True)
+        else:
+            self._idle.append((child, time.monotonic()))
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                break
 
     async def review(
         self,
@@ -226,23 +353,9 @@ class Evaluator:
         namespace_object: Mapping[str, Any] | None = None,
         deadline: float | None = None,
     ) -> ReviewResult:
-        """``validation.review(review, ...)`` in the child. Raises :class:`CutOff` (with the reason) when
+        """``validation.review(review, ...)`` in a child. Raises :class:`CutOff` (with the reason) when
         ``deadline`` (a ``time.monotonic()`` value) passes first, :class:`EvaluatorError` when the child fails."""
-        if not await _acquire(self._lock, None if deadline is None else deadline + _GRACE):
-            raise CutOff("not evaluated: an earlier review held the evaluating process until the deadline")
-        try:
-            return await self._review_locked(validation, review, namespace_object, deadline)
-        finally:
-            self._lock.release()
-
-    async def _review_locked(
-        self,
-        validation: ValidationSystem,
-        review: Mapping[str, Any],
-        namespace_object: Mapping[str, Any] | None,
-        deadline: float | None,
-    ) -> ReviewResult:
-        child = self._current(validation)
+        child = await self._take(validation, deadline)
         message: dict[str, Any] = {"review": review, "namespace": namespace_object, "deadline": deadline}
         inventory = validation.inventory
         if inventory.version != child.inventory_version:
@@ -253,17 +366,20 @@ class Evaluator:
             answer = await asyncio.wait_for(self._roundtrip(child, data), wait)
         except TimeoutError:
             running = child.running()
-            self._replace(child, kill=True)
+            self._give_back(child, broken=True)
             self.cut_offs += 1
+            self._replenish(validation)
             where = f" while evaluating template {running}" if running else ""
             raise CutOff(f"validation cut off at the webhook's deadline{where}; the evaluation was stopped") from None
         except (OSError, EvaluatorError, orjson.JSONDecodeError) as err:
-            self._replace(child, kill=True)
+            self._give_back(child, broken=True)
+            self._replenish(validation)
             raise EvaluatorError(f"the evaluating process failed: {err}") from err
         except BaseException:
-            self._replace(child, kill=True)  # cancelled mid-frame: the stream cannot be trusted any more
+            self._give_back(child, broken=True)  # cancelled mid-frame: the stream cannot be trusted any more
             raise
         child.inventory_version = inventory.version
+        self._give_back(child, broken=False)
         if "failure" in answer:
             raise EvaluatorError(str(answer["failure"]))
         result = ReviewResult(errors=list(answer["errors"]))
@@ -274,51 +390,18 @@ class Evaluator:
             result.violations.append(Violation(constraint, text, details, tuple(actions)))
         return result
 
-    def _replace(self, child: _Child, *, kill: bool) -> None:
-        child.close(kill=kill)
-        if self._child is child:
-            self._child = None
-        self.restarts += 1
-        try:
-            self._child = _Child(child.validation)  # ready before the next review arrives
-        except OSError as err:
-            log.error("cannot start a new evaluating process yet: %s", err)
+    def _replenish(self, validation: ValidationSystem) -> None:
+        """After a child was killed: have one ready before the next review arrives."""
+        if not self._idle:
+            try:
+                self.prefork(validation)
+            except OSError as err:
+                log.error("cannot start a new evaluating process yet: %s", err)
 
     @staticmethod
     async def _roundtrip(child: _Child, data: bytes) -> dict[str, Any]:
-        loop = asyncio.get_running_loop()
-        await loop.sock_sendall(child.sock, _HEADER.pack(len(data)) + data)
-        header = await _read(loop, child.sock, _HEADER.size)
-        body = await _read(loop, child.sock, _HEADER.unpack(header)[0])
-        answer = orjson.loads(body)
+        channel = await child.connect()
+        answer = orjson.loads(await channel.request(data))
         if not isinstance(answer, dict):
             raise EvaluatorError("the evaluating process answered out of turn")
         return answer
-
-
-async def _acquire(lock: asyncio.Lock, deadline: float | None) -> bool:
-    """``lock.acquire()`` until ``deadline``; False (and the lock not held) when it passed first."""
-    if not lock.locked():
-        return await lock.acquire()
-    task = asyncio.ensure_future(lock.acquire())
-    timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-    done, _ = await asyncio.wait({task}, timeout=timeout)
-    if done:
-        return task.result()
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        if await task:  # acquired just as it was cancelled
-            lock.release()
-    return False
-
-
-async def _read(loop: asyncio.AbstractEventLoop, sock: socket.socket, size: int) -> bytes:
-    buf = bytearray(size)
-    view = memoryview(buf)
-    got = 0
-    while got < size:
-        n = await loop.sock_recv_into(sock, view[got:])
-        if n == 0:
-            raise EvaluatorError("the evaluating process exited")
-        got += n
-    return bytes(buf)
