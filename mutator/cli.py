@@ -162,25 +162,25 @@ def _print_jsonpath(expression: str, outputs: list[object], status: int) -> int:
 
 
 def _cmd_test(args: argparse.Namespace) -> int:
-    from .manifests import check_manifests, format_table
+    from .manifests import ReportWriter, run_manifests
 
-    try:
-        run = check_manifests(args.filename, enable_cel=not args.disable_cel)
+    def print_errors(errors: list) -> None:
+        for err in errors:
+            print(f"error: rejected: {err}", file=sys.stderr)
+
+    writer = ReportWriter(args.output, sys.stdout)
+    try:  # each report is written as soon as its object is checked (see mutator/manifests.py)
+        run = run_manifests(
+            args.filename, enable_cel=not args.disable_cel, on_errors=print_errors, on_report=writer.add
+        )
     except ValueError as err:
         print(f"mutator test: {err}", file=sys.stderr)
         return 2
-    for err in run.policy_errors:
-        print(f"error: rejected: {err}", file=sys.stderr)
-    results = [r.as_dict() for r in run.reports]
-    if args.output == "json":
-        sys.stdout.write(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode() + "\n")
-    elif args.output == "yaml":
-        sys.stdout.write(yaml.safe_dump(results, sort_keys=False))
-    else:
-        sys.stdout.write(format_table(run))
+    writer.close()
+    print_errors(run.late_errors)  # files found not to parse while streamed
     if run.denied:
         return 1
-    return 2 if run.policy_errors else 0
+    return 2 if run.errors else 0
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:

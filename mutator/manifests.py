@@ -2,20 +2,37 @@
 
 The same two systems the webhook runs: ``mutate_review`` for mutation, ``ValidationSystem.review`` for
 validation, with the objects under test as ``data.inventory`` (as gator does for referential policies).
+
+``run_manifests`` streams: policies first (only files that may hold one are parsed up front, see
+``resources.may_hold_policies``), then each object is read, mutated, validated and reported before the next is
+read, so memory holds one document at a time plus the (small) reports of the file being read. When a loaded
+template reads ``data.inventory``, every object must be known before the first is validated: the objects are
+then all held, as ``check_manifests`` always did.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import jsonpatch
+import orjson
+import yaml
 
 from .mutation.core import deep_copy
-from .policy import LoadError, PolicySet, load_paths
+from .policy import LoadError, PolicySet, build_policy_set, load_paths
+from .resources import (
+    Document,
+    DocumentError,
+    StreamInterrupted,
+    expand_paths,
+    may_hold_policies,
+    read_file,
+    stream_file,
+)
 from .validation.constraints import GATOR_POINT
 from .validation.inventory import Inventory
 from .validation.review import review_from_object
@@ -60,53 +77,189 @@ class ManifestRun:
         )
 
 
-def check_manifests(paths: Iterable[str | Path], *, enable_cel: bool = True) -> ManifestRun:
-    policies: PolicySet = load_paths(paths, keep_objects=True, enable_cel=enable_cel)
-    mutated: list[tuple[Any, dict[str, Any], ObjectReport]] = []
-    for doc in policies.objects:
-        meta = doc.body.get("metadata") if isinstance(doc.body.get("metadata"), dict) else {}
-        report = ObjectReport(doc.source, doc.kind, str(meta.get("namespace") or ""), doc.name, False, [])
-        outcome = mutate_review(review_for(doc.body), policies.mutation, policies.namespace)
-        obj = deep_copy(doc.body)
-        if outcome.error:
-            report.errors.append(f"mutation: {outcome.error}")
-        elif outcome.patch:
-            obj = jsonpatch.apply_patch(obj, outcome.patch)
-            report.mutated, report.patch = True, outcome.patch
-        mutated.append((doc, obj, report))
+def _mutated(doc: Document, policies: PolicySet) -> tuple[dict[str, Any], ObjectReport]:
+    meta = doc.body.get("metadata") if isinstance(doc.body.get("metadata"), dict) else {}
+    report = ObjectReport(doc.source, doc.kind, str(meta.get("namespace") or ""), doc.name, False, [])
+    outcome = mutate_review(review_for(doc.body), policies.mutation, policies.namespace)
+    obj = deep_copy(doc.body)
+    if outcome.error:
+        report.errors.append(f"mutation: {outcome.error}")
+    elif outcome.patch:
+        obj = jsonpatch.apply_patch(obj, outcome.patch)
+        report.mutated, report.patch = True, outcome.patch
+    return obj, report
 
-    validation = policies.validation
+
+def _validate(obj: dict[str, Any], report: ObjectReport, policies: PolicySet) -> ObjectReport:
+    namespace = policies.namespace(report.namespace) if report.namespace else None
+    result = policies.validation.review(review_from_object(obj), namespace_object=namespace, point=GATOR_POINT)
+    report.errors.extend(result.errors)
+    for v in result.violations:
+        for action in v.actions:
+            report.violations.append(
+                {
+                    "constraint": f"{v.constraint.kind}/{v.constraint.name}",
+                    "enforcementAction": action,
+                    "message": v.message,
+                    **({"details": v.details} if v.details else {}),
+                }
+            )
+    return report
+
+
+def _check_all(objects: Iterable[Document], policies: PolicySet) -> list[ObjectReport]:
+    """Every object mutated, then all of them as the inventory, then each validated (the objects are held)."""
+    mutated = [_mutated(doc, policies) for doc in objects]
     inventory = Inventory()
-    for _, obj, _ in mutated:
+    for obj, _ in mutated:
         with contextlib.suppress(ValueError):  # an object without a name cannot be referred to
             inventory.add(obj)
-    validation.inventory = inventory
-    for _, obj, report in mutated:
-        namespace = policies.namespace(report.namespace) if report.namespace else None
-        result = validation.review(review_from_object(obj), namespace_object=namespace, point=GATOR_POINT)
-        report.errors.extend(result.errors)
-        for v in result.violations:
-            for action in v.actions:
-                report.violations.append(
-                    {
-                        "constraint": f"{v.constraint.kind}/{v.constraint.name}",
-                        "enforcementAction": action,
-                        "message": v.message,
-                        **({"details": v.details} if v.details else {}),
-                    }
-                )
-    return ManifestRun([r for _, _, r in mutated], policies.errors)
+    policies.validation.inventory = inventory
+    return [_validate(obj, report, policies) for obj, report in mutated]
 
 
-def format_table(run: ManifestRun) -> str:
-    rows = [("OBJECT", "CONSTRAINT", "ACTION", "MESSAGE")]
-    for report in run.reports:
-        for v in report.violations:
-            rows.append((report.title, v["constraint"], v["enforcementAction"], v["message"]))
-        for err in report.errors:
-            rows.append((report.title, "-", "error", err))
-    if len(rows) == 1:
-        return f"{len(run.reports)} objects checked, no violations\n"
+def check_manifests(paths: Iterable[str | Path], *, enable_cel: bool = True) -> ManifestRun:
+    """The whole run in memory (every document and report held); ``run_manifests`` streams the same."""
+    policies: PolicySet = load_paths(paths, keep_objects=True, enable_cel=enable_cel)
+    return ManifestRun(_check_all(policies.objects, policies), policies.errors)
+
+
+def uses_inventory(policies: PolicySet) -> bool:
+    return any(t.uses_inventory for t in policies.validation.templates.values())
+
+
+@dataclass(slots=True)
+class StreamedRun:
+    checked: int = 0
+    denied: bool = False
+    errors: list[LoadError] = field(default_factory=list)  # as ManifestRun.policy_errors
+    late_errors: list[LoadError] = field(default_factory=list)  # found while streaming (also in errors)
+    streamed: bool = True  # False: a template uses data.inventory, every object was held
+
+
+def run_manifests(
+    paths: Iterable[str | Path],
+    *,
+    enable_cel: bool = True,
+    on_errors: Callable[[list[LoadError]], None],
+    on_report: Callable[[ObjectReport], None],
+) -> StreamedRun:
+    """``check_manifests``, streamed: ``on_errors`` gets the policy errors known before the first object is
+    checked, then ``on_report`` each object's report, in the order of the documents. A file that turns out not
+    to parse while it is streamed contributes no report (as before: its reports are held until its end) and its
+    error is in ``late_errors``, after the others. Raises ValueError as ``load_paths`` does."""
+    files = expand_paths(paths)
+    file_errors: dict[int, LoadError] = {}
+    parsed: dict[int, list[Document]] = {}
+    for i, path in enumerate(files):
+        if may_hold_policies(path):
+            try:
+                parsed[i] = read_file(path)
+            except DocumentError as err:
+                file_errors[i] = LoadError(str(path), str(err))
+    policies = build_policy_set(
+        (doc for i in sorted(parsed) for doc in parsed[i]), keep_objects=True, enable_cel=enable_cel
+    )
+    kept = {id(doc) for doc in policies.objects}
+    run = StreamedRun(errors=[file_errors[i] for i in sorted(file_errors)] + policies.errors)
+
+    def objects(i: int, path: Path) -> Iterator[Document]:
+        if i in parsed:
+            yield from (doc for doc in parsed[i] if id(doc) in kept)
+        elif i not in file_errors:
+            yield from stream_file(path)
+
+    if uses_inventory(policies):  # every object before the first validation: hold them all
+        run.streamed = False
+        docs: list[Document] = []
+        for i, path in enumerate(files):
+            if i in parsed or i in file_errors:
+                docs.extend(objects(i, path))
+                continue
+            try:
+                docs.extend(read_file(path))
+            except DocumentError as err:
+                file_errors[i] = LoadError(str(path), str(err))
+        run.errors = [file_errors[i] for i in sorted(file_errors)] + policies.errors
+        on_errors(run.errors)
+        for report in _check_all(docs, policies):
+            _emit(run, report, on_report)
+        return run
+
+    on_errors(run.errors)
+    for i, path in enumerate(files):
+        held: list[ObjectReport] = []
+        try:
+            for doc in objects(i, path):
+                obj, report = _mutated(doc, policies)
+                held.append(_validate(obj, report, policies))
+        except StreamInterrupted:
+            held = []
+            try:  # the whole file, as load_paths reads it: its documents (all objects: may_hold_policies said
+                docs = read_file(path)  # it holds no policy), or the error it always gave
+            except DocumentError as err:
+                late = LoadError(str(path), str(err))
+                run.late_errors.append(late)
+                run.errors.append(late)
+                continue
+            for doc in docs:
+                obj, report = _mutated(doc, policies)
+                held.append(_validate(obj, report, policies))
+        for report in held:
+            _emit(run, report, on_report)
+    return run
+
+
+def _emit(run: StreamedRun, report: ObjectReport, on_report: Callable[[ObjectReport], None]) -> None:
+    run.checked += 1
+    if report.errors or any(v["enforcementAction"] == "deny" for v in report.violations):
+        run.denied = True
+    on_report(report)
+
+
+class ReportWriter:
+    """Writes reports as they come, byte for byte as the whole list was written (``-o json|yaml|table``)."""
+
+    def __init__(self, output: str, out: TextIO) -> None:
+        self.output, self.out = output, out
+        self.count = 0
+        self.rows: list[tuple[str, str, str, str]] = []  # the table needs every row for its widths
+
+    def add(self, report: ObjectReport) -> None:
+        self.count += 1
+        if self.output == "json":
+            text = orjson.dumps(report.as_dict(), option=orjson.OPT_INDENT_2).decode()
+            self.out.write(("[\n" if self.count == 1 else ",\n") + "\n".join("  " + line for line in text.split("\n")))
+        elif self.output == "yaml":
+            self.out.write(yaml.safe_dump([report.as_dict()], sort_keys=False))
+        else:
+            self.rows.extend(_rows(report))
+
+    def close(self) -> None:
+        if self.output == "json":
+            self.out.write("\n]\n" if self.count else "[]\n")
+        elif self.output == "yaml":
+            if not self.count:
+                self.out.write(yaml.safe_dump([], sort_keys=False))
+        else:
+            self.out.write(_table(self.rows, self.count))
+
+
+def _rows(report: ObjectReport) -> Iterator[tuple[str, str, str, str]]:
+    for v in report.violations:
+        yield (report.title, v["constraint"], v["enforcementAction"], v["message"])
+    for err in report.errors:
+        yield (report.title, "-", "error", err)
+
+
+def _table(body: list[tuple[str, str, str, str]], count: int) -> str:
+    if not body:
+        return f"{count} objects checked, no violations\n"
+    rows = [("OBJECT", "CONSTRAINT", "ACTION", "MESSAGE"), *body]
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     lines = ["  ".join(cell.ljust(widths[i]) if i < 3 else cell for i, cell in enumerate(row)) for row in rows]
     return "\n".join(lines) + "\n"
+
+
+def format_table(run: ManifestRun) -> str:
+    return _table([row for report in run.reports for row in _rows(report)], len(run.reports))
