@@ -419,6 +419,19 @@ class Match:
     def matches(self, target: Matchable) -> bool:
         return self.matches_facts(ObjectFacts(target.object), target.namespace, target.source)
 
+    def only_kinds(self) -> bool:
+        """Whether ``kinds`` is the only criterion :meth:`matches_facts` would check (it can then never raise,
+        and decides by the object's group and kind alone)."""
+        return (
+            self.scope not in ("Cluster", "Namespaced")
+            and not self.namespaces
+            and not self.excluded_namespaces
+            and self.label_selector is None
+            and self.namespace_selector is None
+            and not self.name
+            and not (self.source and self.source != SOURCE_ALL)
+        )
+
     # Each criterion in Gatekeeper's order; the first that fails decides, an error stops the match.
     def matches_facts(self, facts: ObjectFacts, namespace_obj: Mapping[str, Any] | None, source: str) -> bool:
         namespace = facts.namespace

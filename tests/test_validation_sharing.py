@@ -252,3 +252,58 @@ def test_the_constraints_acting_at_each_point_are_kept_apart() -> None:
         "audit-only",
         "everywhere",
     ]
+
+
+POD_KINDS = [{"apiGroups": [""], "kinds": ["Pod"]}]
+
+
+def test_criteria_besides_kinds_are_still_checked() -> None:
+    system = system_with(
+        OWNER,
+        constraints=[
+            make_constraint("K8sNeedsOwner", "kinds-only", match={"kinds": POD_KINDS}),
+            make_constraint("K8sNeedsOwner", "scope-cluster", match={"kinds": POD_KINDS, "scope": "Cluster"}),
+            make_constraint("K8sNeedsOwner", "scope-any", match={"kinds": POD_KINDS, "scope": "*"}),
+            make_constraint("K8sNeedsOwner", "in-dev", match={"kinds": POD_KINDS, "namespaces": ["dev"]}),
+            make_constraint("K8sNeedsOwner", "not-prod", match={"kinds": POD_KINDS, "excludedNamespaces": ["prod"]}),
+            make_constraint(
+                "K8sNeedsOwner", "labelled", match={"kinds": POD_KINDS, "labelSelector": {"matchLabels": {"a": "b"}}}
+            ),
+            make_constraint(
+                "K8sNeedsOwner",
+                "ns-labelled",
+                match={"kinds": POD_KINDS, "namespaceSelector": {"matchLabels": {"env": "dev"}}},
+            ),
+            make_constraint("K8sNeedsOwner", "named", match={"kinds": POD_KINDS, "name": "api"}),
+            make_constraint("K8sNeedsOwner", "generated", match={"kinds": POD_KINDS, "source": "Generated"}),
+            make_constraint("K8sNeedsOwner", "all-sources", match={"kinds": POD_KINDS, "source": "All"}),
+        ],
+    )
+    prod = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "prod", "labels": {"env": "prod"}}}
+    result = run(system, pod("web", "prod"), namespace_object=prod)
+    assert result.errors == []
+    assert [v.constraint.name for v in result.violations] == ["all-sources", "kinds-only", "scope-any"]
+    result = run(system, pod("web", "prod"), namespace_object=prod, source="Generated")
+    assert [v.constraint.name for v in result.violations] == ["all-sources", "generated", "kinds-only", "scope-any"]
+
+
+def test_a_match_error_behind_kinds_is_still_reported() -> None:
+    system = system_with(
+        OWNER,
+        constraints=[
+            make_constraint("K8sNeedsOwner", "kinds-only", match={"kinds": POD_KINDS}),
+            make_constraint(
+                "K8sNeedsOwner",
+                "bad-selector",
+                match={"kinds": POD_KINDS, "labelSelector": {"matchExpressions": [{"key": "a", "operator": "Nope"}]}},
+            ),
+            make_constraint(
+                "K8sNeedsOwner", "needs-namespace", match={"kinds": POD_KINDS, "namespaceSelector": {"matchLabels": {}}}
+            ),
+        ],
+    )
+    result = run(system, pod("web"))
+    assert [v.constraint.name for v in result.violations] == ["kinds-only"]
+    assert [e.split(" ", 1)[0] for e in result.errors] == ["[bad-selector]", "[needs-namespace]"]
+    assert all("failed to run match criteria" in e for e in result.errors)
+    assert run(system, config_map("settings")).errors == []  # kinds decide first: no error for a ConfigMap

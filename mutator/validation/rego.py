@@ -438,7 +438,7 @@ class RegoBundle:
     """Every Rego template of a policy set in one engine, so a request's input is parsed once.
 
     Each template's package is renamed ``gktpl.<key>`` (its libs ``gktpl.<key>.lib.*``) so that templates
-    cannot collide, and a generated hook rule evaluates the template once per matching constraint with
+    cannot collide, and a generated hook rule evaluates the template once per matching parameter group with
     ``input.parameters`` taken from ``data.gkconstraints`` — as Gatekeeper's own driver does. The templates
     were already compiled one by one (that is where their errors are reported); a template the bundle cannot
     take is left to its own program by the caller.
@@ -451,7 +451,9 @@ class RegoBundle:
         engine.set_rego_v0(not v1)
         self.keys: dict[str, str] = {}  # kind -> key
         for kind, program in programs.items():
-            key = re.sub(r"[^a-z0-9_]", "_", kind.lower())
+            key = base = re.sub(r"[^a-z0-9_]", "_", kind.lower())
+            while key in self.keys.values():  # kinds that differ only in case
+                key = f"{base}_{len(self.keys)}"
             sources = self._renamed(program, key)
             scratch = regorus.Engine()  # try the template alone first, so one bad fit cannot spoil the bundle
             scratch.set_rego_v0(not v1)
@@ -462,14 +464,20 @@ class RegoBundle:
             except Exception:
                 continue
             try:
-                scratch.add_policy(f"hook.{key}.rego", self._hook(key, v1=v1))
+                scratch.add_policy("gkhooks.rego", self._hooks([key], v1=v1))
                 _add_deprecated_builtins(engine, [t for _, t in sources])
                 for filename, text in sources:
                     engine.add_policy(filename, text)
-                engine.add_policy(f"hook.{key}.rego", self._hook(key, v1=v1))
             except Exception:  # left to its own program; the bundle is only a faster path
                 continue
             self.keys[kind] = key
+        if self.keys:
+            # One module for every hook: each reference to ``data`` costs regorus time in proportion to the
+            # number of modules, and a hook makes two per constraint.
+            try:
+                engine.add_policy("gkhooks.rego", self._hooks(list(self.keys.values()), v1=v1))
+            except Exception:  # cannot happen for hooks that each compiled; if it did, no bundle
+                self.keys = {}
         self.uses_inventory = any(programs[kind].uses_inventory for kind in self.keys)
         self._engine = engine
         self._data_version: object = None
@@ -489,16 +497,19 @@ class RegoBundle:
         return out
 
     @staticmethod
-    def _hook(key: str, *, v1: bool) -> str:
-        return (
-            f"package gkhooks.{key}\n"
-            + ("violation contains out if {\n" if v1 else "violation[out] {\n")
+    def _hooks(keys: Sequence[str], *, v1: bool) -> str:
+        """The hook rules, ``data.gkhooks.v_<key>``: the template's violations for each matched parameter
+        group of ``input.gkmatched.<key>``, tagged with the group."""
+        rules = [
+            ("v_{key} contains out if {{\n" if v1 else "v_{key}[out] {{\n").format(key=key)
             + f"  name := input.gkmatched.{key}[_]\n"
             + f"  params := data.gkconstraints.{key}[name]\n"
             + f"  v := data.gktpl.{key}.violation[_] with input.parameters as params\n"
             + '  out := {"name": name, "msg": v.msg, "details": object.get(v, "details", {})}\n'
             + "}\n"
-        )
+            for key in keys
+        ]
+        return "package gkhooks\n" + "".join(rules)
 
     def data_version(self) -> object:
         return self._data_version
@@ -514,7 +525,7 @@ class RegoBundle:
     def evaluate(self, kind: str) -> list[dict[str, Any]]:
         """Violations of every matched constraint of ``kind``, as ``{"name", "msg", "details"}``."""
         try:
-            raw = self._engine.eval_rule_as_json(f"data.gkhooks.{self.keys[kind]}.violation")
+            raw = self._engine.eval_rule_as_json(f"data.gkhooks.v_{self.keys[kind]}")
         except Exception as err:
             raise RegoEvalError(clean_error(err)) from err
         result = orjson.loads(raw) if raw else []

@@ -56,7 +56,8 @@ def _data_params(entry: _Entry) -> str:
     return entry.params_json if entry.constraint.parameters else "{}"
 
 
-_Candidate = tuple[str, _Entry, Match, tuple[str, ...]]  # kind, entry, its match criteria, its actions
+# kind, entry, its match criteria (None when they are only ``kinds``, already decided by the index), its actions
+_Candidate = tuple[str, _Entry, Match | None, tuple[str, ...]]
 
 
 class _Plan:
@@ -68,14 +69,18 @@ class _Plan:
 
     _MAX_KINDS = 4096  # distinct (group, kind) pairs remembered; requests could name any
 
-    def __init__(self, candidates: list[_Candidate]) -> None:
+    def __init__(self, candidates: list[tuple[str, _Entry, Match, tuple[str, ...]]]) -> None:
         self.candidates = candidates
         self._by_kind: dict[tuple[str, str], list[_Candidate]] = {}
 
     def for_kind(self, group: str, kind: str) -> list[_Candidate]:
         found = self._by_kind.get((group, kind))
         if found is None:
-            found = [c for c in self.candidates if _kinds_accept(c[2], group, kind)]
+            found = [
+                (k, entry, None if match.only_kinds() else match, actions)
+                for k, entry, match, actions in self.candidates
+                if _kinds_accept(match, group, kind)
+            ]
             if len(self._by_kind) >= self._MAX_KINDS:
                 self._by_kind.clear()
             self._by_kind[(group, kind)] = found
@@ -90,6 +95,11 @@ def _kinds_accept(match: Match, group: str, kind: str) -> bool:
 def _violations(found: list[dict[str, Any]], entries: list[tuple[_Entry, tuple[str, ...]]]) -> list[Violation]:
     """A kind's violations, by group, given to every matched constraint of the group, ordered by constraint
     name then message (ties in the engine's order)."""
+    if len(entries) == 1:  # one constraint: every violation is its own
+        entry, actions = entries[0]
+        constraint = entry.constraint
+        pairs = sorted(((str(v["msg"]), v.get("details", {})) for v in found), key=_first)
+        return [Violation(constraint, message, details, actions) for message, details in pairs]
     members: dict[str, list[tuple[_Entry, tuple[str, ...]]]] = {}
     for entry, actions in entries:
         members.setdefault(entry.group, []).append((entry, actions))
@@ -99,8 +109,16 @@ def _violations(found: list[dict[str, Any]], entries: list[tuple[_Entry, tuple[s
         details = v.get("details", {})
         for entry, actions in members.get(v["name"], ()):
             rows.append((entry.constraint.name, message, details, entry.constraint, actions))
-    rows.sort(key=lambda row: (row[0], row[1]))
+    rows.sort(key=_name_and_message)
     return [Violation(constraint, message, details, actions) for _, message, details, constraint, actions in rows]
+
+
+def _first(row: tuple[Any, ...]) -> Any:
+    return row[0]
+
+
+def _name_and_message(row: tuple[Any, ...]) -> tuple[Any, Any]:
+    return row[0], row[1]
 
 
 class ValidationSystem:
@@ -240,7 +258,7 @@ class ValidationSystem:
         matched: dict[str, list[tuple[_Entry, tuple[str, ...]]]] = {}
         for kind, entry, match, actions in self._plan(point).for_kind(facts.group, facts.kind):
             try:
-                if match.matches_facts(facts, namespace_object, source):
+                if match is None or match.matches_facts(facts, namespace_object, source):
                     matched.setdefault(kind, []).append((entry, actions))
             except MatchError as err:
                 result.errors.append(f"[{entry.constraint.name}] failed to run match criteria: {err}")
