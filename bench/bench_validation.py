@@ -5,15 +5,21 @@ constraint and with every example policy (wall time, objects/s, the child's peak
 the whole shared Gatekeeper library.
 
     .venv/bin/python bench/bench_validation.py [--quick] [--memory-requests N] [--skip-https] [--skip-cli]
+                                               [--no-gc-freeze]
 
 The templates are our own, typical of what clusters run (registries, labels, pull policy, limits,
-privileged, host namespaces); constraints cycle through them with distinct names and parameters.
+privileged, host namespaces); constraints cycle through them with distinct names. In the "shared" cases the
+constraints of a template have equal parameters (the system evaluates such a group once per request); in the
+"distinct" cases each constraint's parameters differ (an extra ``tag`` the templates ignore), so every
+constraint costs one evaluation. As ``mutator serve`` does after loading its policies, the in-process cases
+run after ``gc.collect(); gc.freeze()``; ``--no-gc-freeze`` leaves the collector as it is.
 Prints a table and writes JSON to bench/results/validation-<timestamp>.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import sys
 import tempfile
@@ -116,11 +122,12 @@ def template_doc(kind: str, rego: str) -> dict[str, Any]:
     }
 
 
-def policy_docs(constraints: int) -> list[dict[str, Any]]:
+def policy_docs(constraints: int, *, distinct: bool = False) -> list[dict[str, Any]]:
     docs = [template_doc(kind, rego) for kind, (rego, _) in TEMPLATES.items()]
     kinds = list(TEMPLATES)
     for i in range(constraints):
         kind = kinds[i % len(kinds)]
+        parameters = {**TEMPLATES[kind][1], "tag": f"c{i}"} if distinct else TEMPLATES[kind][1]
         docs.append(
             {
                 "apiVersion": "constraints.gatekeeper.sh/v1beta1",
@@ -129,15 +136,15 @@ def policy_docs(constraints: int) -> list[dict[str, Any]]:
                 "spec": {
                     "enforcementAction": "dryrun" if i % 3 else "deny",
                     "match": {"kinds": [{"apiGroups": [""], "kinds": ["Pod"]}]},
-                    "parameters": TEMPLATES[kind][1],
+                    "parameters": parameters,
                 },
             }
         )
     return docs
 
 
-def latency(constraints: int, iterations: int) -> dict[str, float]:
-    policies = build_policy_set([Document(d, "bench") for d in policy_docs(constraints)])
+def latency(constraints: int, iterations: int, *, distinct: bool = False, freeze: bool = True) -> dict[str, Any]:
+    policies = build_policy_set([Document(d, "bench") for d in policy_docs(constraints, distinct=distinct)])
     assert not policies.errors, policies.errors
     assert len(policies.validation.constraints()) == constraints
     pod = workload.make_pod()
@@ -146,6 +153,9 @@ def latency(constraints: int, iterations: int) -> dict[str, float]:
     review = review_from_request(request, namespace)
     for _ in range(max(50, iterations // 10)):
         policies.validation.review(review, namespace_object=namespace)
+    if freeze:  # as mutator serve does once its policies are loaded
+        gc.collect()
+        gc.freeze()
     samples = []
     for _ in range(iterations):
         start = time.perf_counter_ns()
@@ -155,6 +165,8 @@ def latency(constraints: int, iterations: int) -> dict[str, float]:
     samples.sort()
     return {
         "constraints": constraints,
+        "parameters": "distinct" if distinct else "shared",
+        "gc_freeze": freeze,
         "violations": len(result.violations),
         "p50_ms": samples[len(samples) // 2] / 1e6,
         "p99_ms": samples[int(len(samples) * 0.99) - 1] / 1e6,
@@ -303,18 +315,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memory-requests", type=int, default=0, help="requests before reading the server's peak RSS")
     parser.add_argument("--skip-https", action="store_true")
     parser.add_argument("--skip-cli", action="store_true", help="skip mutator test and mutator verify")
+    parser.add_argument("--no-gc-freeze", action="store_true", help="in process: no gc.collect(); gc.freeze() first")
     args = parser.parse_args(argv)
     iterations = 300 if args.quick else 2000
-    results: dict[str, Any] = {"iterations": iterations, "quick": args.quick}
-    rows = [latency(n, iterations) for n in (1, 10, 50)]
-    results["latency"] = rows
-    print(f"{'constraints':>11}  {'violations':>10}  {'p50 ms':>8}  {'p99 ms':>8}  {'mean ms':>8}")
-    for r in rows:
+    freeze = not args.no_gc_freeze
+    results: dict[str, Any] = {"iterations": iterations, "quick": args.quick, "gc_freeze": freeze}
+    print(f"in process, gc.freeze: {'yes' if freeze else 'no'}")
+    print(f"{'constraints':>11}  {'parameters':>10}  {'violations':>10}  {'p50 ms':>8}  {'p99 ms':>8}  {'mean ms':>8}")
+    rows = []
+    for n, distinct in ((1, False), (10, False), (50, False), (10, True), (50, True)):
+        r = latency(n, iterations, distinct=distinct, freeze=freeze)
+        rows.append(r)
         print(
-            f"{r['constraints']:>11}  {r['violations']:>10}  "
+            f"{r['constraints']:>11}  {r['parameters']:>10}  {r['violations']:>10}  "
             f"{r['p50_ms']:8.3f}  {r['p99_ms']:8.3f}  {r['mean_ms']:8.3f}",
             flush=True,
         )
+    results["latency"] = rows
     if not args.skip_https:
         duration, warmup = (2.0, 0.5) if args.quick else (5.0, 1.0)
         memory_requests = args.memory_requests or (5_000 if args.quick else 100_000)
