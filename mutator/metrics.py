@@ -9,6 +9,7 @@ each server, and each test, has its own.  Three kinds of metric live here:
 * policy gauges, computed at scrape time from the current :class:`~mutator.policy.PolicySet`:
   ``gatekeeper_constraints`` {enforcement_action, status}, ``gatekeeper_constraint_templates`` {status},
   ``gatekeeper_mutators`` {status}, ``gatekeeper_mutator_conflicting_count`` {status};
+* ``mutator_validation_cut_offs_total``: evaluations stopped at the validation deadline (mutator's own);
 * audit and sync metrics, set by the controller through methods: ``gatekeeper_violations``
   {enforcement_action}, ``gatekeeper_audit_duration_seconds``, ``gatekeeper_audit_last_run_time``,
   ``gatekeeper_audit_last_run_end_time``, ``gatekeeper_sync`` {kind, status}, ``gatekeeper_sync_duration_seconds``,
@@ -230,6 +231,12 @@ class Metrics:
         self.sync_last_run_time = Gauge(
             "gatekeeper_sync_last_run_time", "Timestamp of last sync operation", registry=registry
         )
+        # mutator's own (no Gatekeeper equivalent): runaway evaluations stopped at the deadline
+        self.validation_cut_offs = Counter(
+            "mutator_validation_cut_offs",
+            "Validations cut off at the deadline (--validation-timeout): the evaluating process was killed",
+            registry=registry,
+        )
         registry.register(_StateCollector(self))
         if process:
             ProcessCollector(registry=registry)
@@ -288,6 +295,10 @@ class Metrics:
         count, duration = self._validation[(status, dryrun)]
         count.inc()
         duration.observe(seconds)
+
+    def observe_cut_off(self) -> None:
+        """One evaluation stopped at the validation deadline."""
+        self.validation_cut_offs.inc()
 
     # ------------------------------------------------------------------ audit and sync
 

@@ -139,6 +139,9 @@ def test_cut_off_at_the_deadline_and_denied_with_the_reason(closed: Server) -> N
     message = response["status"]["message"]
     assert "validation cut off at the webhook's deadline while evaluating template K8sRunaway" in message
     assert "validation failed for request uid-runaway" in closed.log.read_text()
+    metrics = closed.client.get("/metrics").text
+    counted = [line for line in metrics.splitlines() if line.startswith("mutator_validation_cut_offs_total ")]
+    assert counted and float(counted[0].split()[1]) >= 1.0
 
 
 def test_fail_open_allows_with_the_reason_as_a_warning(open_: Server) -> None:

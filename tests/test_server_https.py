@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import socket
+import ssl
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -227,6 +231,32 @@ def test_oversized_body_without_content_length_is_a_400(server: Server) -> None:
     r = server.client.post("/v1/mutate", content=chunks(), headers={"Content-Type": "application/json"})
     assert r.status_code == 400
     assert "byte limit" in r.json()["reason"]
+
+
+def test_writing_after_connection_close_is_one_log_line_not_a_traceback(server: Server) -> None:
+    body = json.dumps(review_for(_pod("default"), uid="late")).encode()
+    request = (
+        b"POST /v1/mutate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nConnection: close\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(body) + body
+    )
+    port = int(server.base.rsplit(":", 1)[1])
+    context = ssl.create_default_context(cafile=str(server.ca))
+    before = server.log.read_text()
+    for _ in range(2):
+        with (
+            socket.create_connection(("127.0.0.1", port)) as raw,
+            context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+        ):
+            tls.sendall(request)
+            time.sleep(0.05)  # the server has answered and closed (close_notify) by now
+            with contextlib.suppress(OSError):
+                tls.sendall(request)  # a client that ignores "Connection: close"
+                tls.sendall(request)
+    assert wait_for(lambda: "a client wrote on a connection after it was closed" in server.log.read_text())
+    added = server.log.read_text()[len(before) :]
+    assert "Traceback" not in added
+    assert " ERROR " not in added
+    assert server.post("/v1/mutate", review_for(_pod("default"), uid="after")).status_code == 200
 
 
 def test_health_endpoints_after_bad_input(server: Server) -> None:

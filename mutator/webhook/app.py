@@ -147,7 +147,7 @@ def create_app(
         lambda review, outcome, seconds: metrics.observe_mutation(outcome, seconds),
     )
     if validation_options.isolate:
-        evaluator = Evaluator()
+        evaluator = Evaluator(on_cut_off=metrics.observe_cut_off)
 
         def validate(review: dict[str, Any], current: PolicySet) -> Any:
             return validate_review_isolated(

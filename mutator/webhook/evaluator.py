@@ -27,7 +27,7 @@ import signal
 import socket
 import struct
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -261,7 +261,15 @@ class Evaluator:
     for a busy child (one evaluation is taking long) gets a child of its own, forked then, up to ``max_children``:
     so a runaway evaluation holds up only its own review, not every review queued behind it."""
 
-    def __init__(self, *, max_children: int = 4, spare_after: float = 0.05, idle_for: float = 60.0) -> None:
+    def __init__(
+        self,
+        *,
+        max_children: int = 4,
+        spare_after: float = 0.05,
+        idle_for: float = 60.0,
+        on_cut_off: Callable[[], None] | None = None,
+    ) -> None:
+        self.on_cut_off = on_cut_off
         self.max_children = max(1, max_children)
         self.spare_after = spare_after
         self.idle_for = idle_for  # an extra child idle this long is closed (one is always kept)
@@ -368,6 +376,8 @@ class Evaluator:
             running = child.running()
             self._give_back(child, broken=True)
             self.cut_offs += 1
+            if self.on_cut_off is not None:
+                self.on_cut_off()
             self._replenish(validation)
             where = f" while evaluating template {running}" if running else ""
             raise CutOff(f"validation cut off at the webhook's deadline{where}; the evaluation was stopped") from None

@@ -166,6 +166,28 @@ class CertReloader:
                 log.exception("certificate reload check failed")
 
 
+class _WroteAfterClose(logging.Filter):
+    """A client that writes on a connection after the server closed it (e.g. after ``Connection: close``) makes
+    ssl raise APPLICATION_DATA_AFTER_CLOSE_NOTIFY while hypercorn closes the socket; hypercorn and asyncio log it as
+    an error with a traceback. It is the client's doing and harms nothing: one line at INFO instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, ssl.SSLError) and "APPLICATION_DATA_AFTER_CLOSE_NOTIFY" in str(exc):
+            if record.name == "asyncio":
+                return False  # the same event, logged by hypercorn too
+            record.msg = "a client wrote on a connection after it was closed (TLS close_notify); dropped it"
+            record.args = ()
+            record.exc_info = None
+            record.exc_text = None
+            record.levelno = logging.INFO
+            record.levelname = "INFO"
+        return True
+
+
+_WROTE_AFTER_CLOSE = _WroteAfterClose()
+
+
 def hypercorn_config(settings: ServerSettings) -> ReloadableConfig:
     config = ReloadableConfig()
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
@@ -174,6 +196,8 @@ def hypercorn_config(settings: ServerSettings) -> ReloadableConfig:
     config.keyfile = str(settings.keyfile)
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
+    for name in ("hypercorn.error", "asyncio"):
+        logging.getLogger(name).addFilter(_WROTE_AFTER_CLOSE)
     config.graceful_timeout = 5.0
     config.keep_alive_timeout = 60.0
     # hypercorn closes a keep-alive connection after 1000 requests by default; the API server reconnects,
