@@ -162,6 +162,8 @@ def _print_jsonpath(expression: str, outputs: list[object], status: int) -> int:
 
 
 def _cmd_test(args: argparse.Namespace) -> int:
+    import os
+
     from .manifests import ReportWriter, run_manifests
 
     def print_errors(errors: list) -> None:
@@ -171,7 +173,11 @@ def _cmd_test(args: argparse.Namespace) -> int:
     writer = ReportWriter(args.output, sys.stdout)
     try:  # each report is written as soon as its object is checked (see mutator/manifests.py)
         run = run_manifests(
-            args.filename, enable_cel=not args.disable_cel, on_errors=print_errors, on_report=writer.add
+            args.filename,
+            enable_cel=not args.disable_cel,
+            on_errors=print_errors,
+            on_report=writer.add,
+            jobs=args.jobs if args.jobs > 0 else (os.cpu_count() or 1),
         )
     except ValueError as err:
         print(f"mutator test: {err}", file=sys.stderr)
@@ -352,6 +358,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     test.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
     test.add_argument("--disable-cel", action="store_true", help="evaluate templates with Rego only")
+    test.add_argument(
+        "--jobs",
+        "-j",
+        type=int,
+        default=1,
+        help="worker processes that parse and check the objects (forked after the policies load; 0: one per CPU)",
+    )
     test.set_defaults(func=_cmd_test)
 
     verify = sub.add_parser("verify", help="run Gatekeeper Suite files (test.gatekeeper.sh/v1alpha1)")

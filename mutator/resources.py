@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import datetime
-import io
 import itertools
 import math
 import os
-import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -177,24 +175,41 @@ def fast_document(text: str) -> dict[str, Any] | None:
     return value
 
 
-def split_stream(lines: Iterable[str]) -> Iterator[str]:
-    """The documents of a YAML stream as texts, split before each ``---`` line (a document start wherever it
-    appears in valid YAML), never after a ``%`` directive (the rest of the stream then stays in one piece).
-    A piece may hold no document (comments before the first ``---``) or, after a NEL or LS line break, more
-    than one: each is parsed on its own and its documents counted, so the numbering is the stream's."""
-    buf: list[str] = []
-    directive = False
-    for line in lines:
-        if line.startswith("---") and (len(line) == 3 or line[3] in " \t\n") and not directive:
-            if buf:
-                yield "".join(buf)
-            buf = [line]
-        else:
-            if line.startswith("%"):
-                directive = True
-            buf.append(line)
-    if buf:
-        yield "".join(buf)
+def split_stream(blocks: Iterable[str]) -> Iterator[str]:
+    """The documents of a YAML stream (given in blocks of text) as texts, split before each ``---`` line (a
+    document start wherever it appears in valid YAML), and no more after a ``%`` directive (the rest of the
+    stream then stays in one piece). A piece may hold no document (comments before the first ``---``) or, after a
+    NEL or LS line break, more than one: each piece is parsed on its own and its documents counted, so the
+    numbering is the stream's."""
+    pending = ""
+    whole = False
+    for block in blocks:
+        pending += block
+        if whole:
+            continue
+        if "\n%" in pending or pending.startswith("%"):
+            whole = True
+            continue
+        cut = 0
+        at = pending.find("\n---", 1)
+        while at >= 0 and at + 5 <= len(pending):  # the character after "---" is known
+            if pending[at + 4] in " \t\n":
+                yield pending[cut : at + 1]
+                cut = at + 1
+            at = pending.find("\n---", at + 1)
+        pending = pending[cut:]
+    if pending:
+        yield pending
+
+
+def parse_piece(piece: str, source: str, start: int) -> tuple[int, list[Document]]:
+    """One piece of ``split_stream``: how many documents of the stream it holds, and its mapping documents
+    (numbered from ``start``). Raises yaml.YAMLError or DocumentError."""
+    body = fast_document(piece) if FAST_YAML else None
+    if body is not None:
+        return 1, _documents([body], source, json_form=True, start=start)
+    raw = list(yaml.load_all(piece, Loader=_Loader))
+    return len(raw), _documents(raw, source, start=start)
 
 
 def _stream_documents(pieces: Iterable[str], source: str) -> Iterator[Document]:
@@ -202,14 +217,9 @@ def _stream_documents(pieces: Iterable[str], source: str) -> Iterator[Document]:
     then reads the whole text with PyYAML for the exact outcome (``parse_documents`` does)."""
     index = 0
     for piece in pieces:
-        body = fast_document(piece) if FAST_YAML else None
-        if body is not None:
-            yield from _documents([body], source, json_form=True, start=index)
-            index += 1
-            continue
-        raw = list(yaml.load_all(piece, Loader=_Loader))
-        yield from _documents(raw, source, start=index)
-        index += len(raw)
+        count, docs = parse_piece(piece, source, index)
+        yield from docs
+        index += count
 
 
 def parse_documents(text: str, source: str) -> list[Document]:
@@ -219,7 +229,7 @@ def parse_documents(text: str, source: str) -> list[Document]:
     loader (libyaml's when built in). If any document fails, the whole text is read again by PyYAML alone, so
     a file that does not parse gives the very error (and line) it always gave."""
     try:
-        return list(_stream_documents(split_stream(io.StringIO(text)), source))
+        return list(_stream_documents(split_stream((text,)), source))
     except (yaml.YAMLError, DocumentError):
         return parse_documents_pyyaml(text, source)
 
@@ -298,8 +308,8 @@ def stream_file(path: Path) -> Iterator[Document]:
             raise StreamInterrupted(str(err)) from err
         return
     try:
-        with path.open(encoding="utf-8") as lines:
-            yield from _stream_documents(split_stream(lines), str(path))
+        with path.open(encoding="utf-8") as f:
+            yield from _stream_documents(split_stream(iter(lambda: f.read(1 << 20), "")), str(path))
     except (OSError, UnicodeDecodeError, yaml.YAMLError, DocumentError) as err:
         raise StreamInterrupted(str(err)) from err
 
@@ -307,7 +317,15 @@ def stream_file(path: Path) -> Iterator[Document]:
 # Anything that can make a document a policy (mutators, templates and constraints have "gatekeeper.sh" in their
 # apiVersion; Namespaces are kept as policy data): YAML cannot spell these words without writing them, short of
 # escapes in double-quoted scalars (a backslash).
-_POLICY_HINT = re.compile(rb"gatekeeper|(?<![A-Za-z0-9_])Namespace|\\")
+def _policy_hint(data: bytes) -> bool:
+    if b"gatekeeper" in data or b"\\" in data:
+        return True
+    at = data.find(b"Namespace")
+    while at >= 0:  # "Namespace" as a word (not shareProcessNamespace)
+        if at == 0 or not (data[at - 1 : at].isalnum() or data[at - 1 : at] == b"_"):
+            return True
+        at = data.find(b"Namespace", at + 1)
+    return False
 
 
 def may_hold_policies(path: Path, block: int = 1 << 20) -> bool:
@@ -317,14 +335,9 @@ def may_hold_policies(path: Path, block: int = 1 << 20) -> bool:
         with path.open("rb") as f:
             tail = b""
             while data := f.read(block):
-                if _POLICY_HINT.search(tail + data):
+                if _policy_hint(tail + data):
                     return True
                 tail = data[-16:]
     except OSError:
         return True
     return False
-
-
-def iter_documents(paths: Iterable[str | Path]) -> Iterator[Document]:
-    for path in expand_paths(paths):
-        yield from read_file(path)
