@@ -307,3 +307,30 @@ def test_a_match_error_behind_kinds_is_still_reported() -> None:
     assert [e.split(" ", 1)[0] for e in result.errors] == ["[bad-selector]", "[needs-namespace]"]
     assert all("failed to run match criteria" in e for e in result.errors)
     assert run(system, config_map("settings")).errors == []  # kinds decide first: no error for a ConfigMap
+
+
+def test_large_and_small_parameters_of_one_kind_each_reach_their_constraint() -> None:
+    # small parameters travel with the request's input, large ones are read from the engine's data
+    long_reason = "because " + "x" * 600
+    system = system_with(
+        DIGESTS,
+        constraints=[
+            make_constraint("K8sDigests", "small", parameters={"why": "short"}),
+            make_constraint("K8sDigests", "large", enforcementAction="warn", parameters={"why": long_reason}),
+            make_constraint("K8sDigests", "large-too", parameters={"why": long_reason}),
+        ],
+    )
+    result = run(system, two_container_pod("web"))
+    assert [(name, message.split(" (")[1][:10], actions) for name, message, _, actions in listing(result)] == [
+        ("large", "because xx", ("warn",)),
+        ("large", "because xx", ("warn",)),
+        ("large-too", "because xx", ("deny",)),
+        ("large-too", "because xx", ("deny",)),
+        ("small", "short)", ("deny",)),
+        ("small", "short)", ("deny",)),
+    ]
+    assert result.violations[0].message == f"a-app: image corp.example/app:1 has no digest ({long_reason})"
+    system.remove_constraint("K8sDigests", "small")
+    assert [v.constraint.name for v in run(system, two_container_pod("web")).violations] == ["large"] * 2 + [
+        "large-too"
+    ] * 2

@@ -498,17 +498,24 @@ class RegoBundle:
 
     @staticmethod
     def _hooks(keys: Sequence[str], *, v1: bool) -> str:
-        """The hook rules, ``data.gkhooks.v_<key>``: the template's violations for each matched parameter
-        group of ``input.gkmatched.<key>``, tagged with the group."""
-        rules = [
-            ("v_{key} contains out if {{\n" if v1 else "v_{key}[out] {{\n").format(key=key)
-            + f"  name := input.gkmatched.{key}[_]\n"
-            + f"  params := data.gkconstraints.{key}[name]\n"
-            + f"  v := data.gktpl.{key}.violation[_] with input.parameters as params\n"
-            + '  out := {"name": name, "msg": v.msg, "details": object.get(v, "details", {})}\n'
-            + "}\n"
-            for key in keys
-        ]
+        """The hook rules, ``data.gkhooks.v_<key>``: the template's violations for each matched parameter group,
+        tagged with the group. A group's parameters come with the input (``input.gkparams.<key>.<group>``) when
+        they are small: reading them from ``data`` costs regorus more than parsing them. Larger ones are named in
+        ``input.gkmatched.<key>`` and read from ``data.gkconstraints.<key>``."""
+        head = "v_{key} contains out if {{\n" if v1 else "v_{key}[out] {{\n"
+        rules = []
+        for key in keys:
+            check = f"  v := data.gktpl.{key}.violation[_] with input.parameters as params\n"
+            out = '  out := {"name": name, "msg": v.msg, "details": object.get(v, "details", {})}\n'
+            rules.append(head.format(key=key) + f"  params := input.gkparams.{key}[name]\n" + check + out + "}\n")
+            rules.append(
+                head.format(key=key)
+                + f"  name := input.gkmatched.{key}[_]\n"
+                + f"  params := data.gkconstraints.{key}[name]\n"
+                + check
+                + out
+                + "}\n"
+            )
         return "package gkhooks\n" + "".join(rules)
 
     def data_version(self) -> object:

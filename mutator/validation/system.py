@@ -113,6 +113,29 @@ def _violations(found: list[dict[str, Any]], entries: list[tuple[_Entry, tuple[s
     return [Violation(constraint, message, details, actions) for _, message, details, constraint, actions in rows]
 
 
+INLINE_PARAMETERS = 256  # bytes of JSON: up to this, a group's parameters come with the input rather than from data
+
+
+def _bundle_input(
+    review_json: str, bundle: RegoBundle, kinds: list[str], matched: dict[str, list[tuple[_Entry, tuple[str, ...]]]]
+) -> str:
+    """The bundle's input: the review, and the matched parameter groups of each kind (see RegoBundle._hooks)."""
+    named: dict[str, list[str]] = {}
+    inline: list[str] = []
+    for kind in kinds:
+        key = bundle.keys[kind]
+        seen: dict[str, str] = {}
+        for entry, _ in matched[kind]:
+            if entry.group not in seen:
+                seen[entry.group] = _data_params(entry)
+        small = [f'"{group}":{params}' for group, params in seen.items() if len(params) <= INLINE_PARAMETERS]
+        if small:
+            inline.append(f'"{key}":{{{",".join(small)}}}')
+        if len(small) < len(seen):
+            named[key] = [group for group, params in seen.items() if len(params) > INLINE_PARAMETERS]
+    return f'{{"review":{review_json},"gkmatched":{orjson.dumps(named).decode()},"gkparams":{{{",".join(inline)}}}}}'
+
+
 def _first(row: tuple[Any, ...]) -> Any:
     return row[0]
 
@@ -273,8 +296,7 @@ class ValidationSystem:
             if review_json is None:
                 review_json = orjson.dumps(review).decode()
             self._refresh_data(bundle)
-            groups = {bundle.keys[k]: list(dict.fromkeys(e.group for e, _ in matched[k])) for k in kinds}
-            bundle.set_input(f'{{"review":{review_json},"gkmatched":{orjson.dumps(groups).decode()}}}')
+            bundle.set_input(_bundle_input(review_json, bundle, kinds, matched))
             for kind in kinds:
                 entries = matched.pop(kind)
                 if _past(deadline):
