@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from mutator.validation.constraints import AUDIT_POINT, WEBHOOK_POINT
 from mutator.validation.review import review_from_object
 from mutator.validation.system import ReviewResult, ValidationSystem
@@ -334,3 +336,95 @@ def test_large_and_small_parameters_of_one_kind_each_reach_their_constraint() ->
     assert [v.constraint.name for v in run(system, two_container_pod("web")).violations] == ["large"] * 2 + [
         "large-too"
     ] * 2
+
+
+# --- the hook inside each template's package ------------------------------------------------------------------------
+
+SYNTAXES = {
+    "v0": (
+        """package k8sbanned
+
+violation[{"msg": msg}] {
+  c := input.review.object.spec.containers[_]
+  c.image == input.parameters.image
+  msg := sprintf("%v is banned", [c.image])
+}
+""",
+        False,
+    ),
+    "v0 with rego.v1": (
+        """package k8sbanned
+import rego.v1
+
+violation contains {"msg": msg} if {
+  some c in input.review.object.spec.containers
+  c.image == input.parameters.image
+  msg := sprintf("%v is banned", [c.image])
+}
+""",
+        False,
+    ),
+    "v0 with future.keywords": (
+        """package k8sbanned
+import future.keywords.in
+
+violation[{"msg": msg}] {
+  some c in input.review.object.spec.containers
+  c.image == input.parameters.image
+  msg := sprintf("%v is banned", [c.image])
+}
+""",
+        False,
+    ),
+    "v1": (
+        """package k8sbanned
+
+violation contains {"msg": msg} if {
+  some c in input.review.object.spec.containers
+  c.image == input.parameters.image
+  msg := sprintf("%v is banned", [c.image])
+}
+""",
+        True,
+    ),
+}
+
+
+@pytest.mark.parametrize("syntax", list(SYNTAXES))
+def test_every_rego_syntax_goes_through_the_shared_engine(syntax: str) -> None:
+    rego, v1 = SYNTAXES[syntax]
+    template = make_template("K8sBanned", rego, v1=v1)
+    system = system_with(
+        template,
+        constraints=[
+            make_constraint("K8sBanned", "app", parameters={"image": "corp.example/app:1"}),
+            make_constraint("K8sBanned", "other", parameters={"image": "corp.example/other:1"}),
+        ],
+    )
+    assert [kind for bundle in system.prepare() for kind in bundle.keys] == ["K8sBanned"]
+    assert [v.text for v in run(system, pod("web")).violations] == ["[app] corp.example/app:1 is banned"]
+
+
+def test_a_template_using_the_hooks_name_still_works_on_its_own() -> None:
+    rego = """package k8shooked
+
+gkhook__violations := {"mine"}
+
+violation[{"msg": msg}] {
+  gkhook__violations["mine"]
+  msg := sprintf("%v: %v", [input.parameters.label, input.review.object.metadata.name])
+}
+"""
+    system = system_with(
+        make_template("K8sHooked", rego),
+        OWNER,
+        constraints=[
+            make_constraint("K8sHooked", "hooked", parameters={"label": "x"}),
+            make_constraint("K8sNeedsOwner", "owner"),
+        ],
+    )
+    assert [kind for bundle in system.prepare() for kind in bundle.keys] == ["K8sNeedsOwner"]
+    assert sorted(v.text for v in run(system, pod("web")).violations) == [
+        "[hooked] x: web",
+        "[owner] Pod web has no owner label",
+    ]

@@ -432,6 +432,8 @@ class RegoProgram:
 # --------------------------------------------------------------------------- bundles
 
 _PACKAGE_LINE = re.compile(r"^(\s*package\s+)([\w.]+)", re.MULTILINE)
+HOOK_RULE = "gkhook__violations"
+_HOOK_NAME = re.compile(rf"\b{HOOK_RULE}\b")
 
 
 class RegoBundle:
@@ -455,6 +457,8 @@ class RegoBundle:
             while key in self.keys.values():  # kinds that differ only in case
                 key = f"{base}_{len(self.keys)}"
             sources = self._renamed(program, key)
+            if any(_HOOK_NAME.search(text) for _, text in sources):
+                continue  # the template uses the hook's name itself: left to its own program
             scratch = regorus.Engine()  # try the template alone first, so one bad fit cannot spoil the bundle
             scratch.set_rego_v0(not v1)
             try:
@@ -463,21 +467,22 @@ class RegoBundle:
                     scratch.add_policy(filename, text)
             except Exception:
                 continue
+            # the hook goes into the template's own module: a reference to a rule of the same package costs
+            # regorus nothing more per module in the engine, a reference through ``data`` does
+            (filename, text), *libs = sources
+            sources = [(filename, f"{text}\n{self._hook(key)}"), *libs]
             try:
-                scratch.add_policy("gkhooks.rego", self._hooks([key], v1=v1))
+                scratch = regorus.Engine()
+                scratch.set_rego_v0(not v1)
+                _add_deprecated_builtins(scratch, [t for _, t in sources])
+                for filename, text in sources:
+                    scratch.add_policy(filename, text)
                 _add_deprecated_builtins(engine, [t for _, t in sources])
                 for filename, text in sources:
                     engine.add_policy(filename, text)
             except Exception:  # left to its own program; the bundle is only a faster path
                 continue
             self.keys[kind] = key
-        if self.keys:
-            # One module for every hook: each reference to ``data`` costs regorus time in proportion to the
-            # number of modules, and a hook makes two per constraint.
-            try:
-                engine.add_policy("gkhooks.rego", self._hooks(list(self.keys.values()), v1=v1))
-            except Exception:  # cannot happen for hooks that each compiled; if it did, no bundle
-                self.keys = {}
         self.uses_inventory = any(programs[kind].uses_inventory for kind in self.keys)
         self._engine = engine
         self._data_version: object = None
@@ -497,26 +502,18 @@ class RegoBundle:
         return out
 
     @staticmethod
-    def _hooks(keys: Sequence[str], *, v1: bool) -> str:
-        """The hook rules, ``data.gkhooks.v_<key>``: the template's violations for each matched parameter group,
-        tagged with the group. A group's parameters come with the input (``input.gkparams.<key>.<group>``) when
-        they are small: reading them from ``data`` costs regorus more than parsing them. Larger ones are named in
-        ``input.gkmatched.<key>`` and read from ``data.gkconstraints.<key>``."""
-        head = "v_{key} contains out if {{\n" if v1 else "v_{key}[out] {{\n"
-        rules = []
-        for key in keys:
-            check = f"  v := data.gktpl.{key}.violation[_] with input.parameters as params\n"
-            out = '  out := {"name": name, "msg": v.msg, "details": object.get(v, "details", {})}\n'
-            rules.append(head.format(key=key) + f"  params := input.gkparams.{key}[name]\n" + check + out + "}\n")
-            rules.append(
-                head.format(key=key)
-                + f"  name := input.gkmatched.{key}[_]\n"
-                + f"  params := data.gkconstraints.{key}[name]\n"
-                + check
-                + out
-                + "}\n"
-            )
-        return "package gkhooks\n" + "".join(rules)
+    def _hook(key: str) -> str:
+        """The hook rule, ``data.gktpl.<key>.gkhook__violations``, added to the template's package: the template's
+        violations for each matched parameter group, tagged with the group (one line: the template's line numbers
+        stay as they were; Rego v0 and v1 both read it). A group's parameters come with the input
+        (``input.gkparams.<key>.<group>``) when they are small: reading them from ``data`` costs regorus more than
+        parsing them. Larger ones are named in ``input.gkmatched.<key>`` and read from ``data.gkconstraints``."""
+        check = "v := violation[_] with input.parameters as params"
+        out = 'out := {"name": name, "msg": v.msg, "details": object.get(v, "details", {})}'
+        return (
+            f"{HOOK_RULE} := {{out | params := input.gkparams.{key}[name]; {check}; {out}}} | "
+            f"{{out | name := input.gkmatched.{key}[_]; params := data.gkconstraints.{key}[name]; {check}; {out}}}\n"
+        )
 
     def data_version(self) -> object:
         return self._data_version
@@ -532,7 +529,7 @@ class RegoBundle:
     def evaluate(self, kind: str) -> list[dict[str, Any]]:
         """Violations of every matched constraint of ``kind``, as ``{"name", "msg", "details"}``."""
         try:
-            raw = self._engine.eval_rule_as_json(f"data.gkhooks.v_{self.keys[kind]}")
+            raw = self._engine.eval_rule_as_json(f"data.gktpl.{self.keys[kind]}.{HOOK_RULE}")
         except Exception as err:
             raise RegoEvalError(clean_error(err)) from err
         result = orjson.loads(raw) if raw else []
