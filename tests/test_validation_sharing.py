@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from mutator.validation.constraints import AUDIT_POINT, WEBHOOK_POINT
+from mutator.validation.rego import reads_parameters
 from mutator.validation.review import review_from_object
 from mutator.validation.system import ReviewResult, ValidationSystem
 from tests.test_validation_system import OWNER, config_map, make_constraint, make_template, pod, system_with
@@ -428,3 +429,82 @@ violation[{"msg": msg}] {
         "[hooked] x: web",
         "[owner] Pod web has no owner label",
     ]
+
+
+# --- templates that never read their parameters ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("source", "reads"),
+    [
+        ('violation[{"msg": "x"}] { input.review.object.spec.hostPID }', False),
+        ('violation[{"msg": m}] { m := input.parameters.message }', True),
+        ('violation[{"msg": m}] { m := input["parameters"].message }', True),
+        ('violation[{"msg": m}] { m := object.get(input, "parameters", {}).message }', True),
+        ('violation[{"msg": m}] { i := input; m := i.parameters.message }', True),
+        ('violation[{"msg": "x"}] { input.reviewer }', True),
+        ('violation[{"msg": "x"}] { input . parameters }', True),
+        ('violation[{"msg": "x"}] { f with input as {} }\nf { true }', True),
+        ('violation[{"msg": "x"}] { data.gkconstraints }', True),
+        ('# input.parameters in a comment\nviolation[{"msg": "input.parameters"}] { input.review.kind }', False),
+        ('violation[{"msg": `input.parameters`}] { input.review.kind }', False),
+        ('violation[{"msg": "x"}] { data.input.parameters }', False),
+    ],
+)
+def test_which_rego_may_read_its_parameters(source: str, reads: bool) -> None:
+    assert reads_parameters([f"package p\n{source}\n"]) is reads
+
+
+def test_a_lib_reading_the_parameters_counts() -> None:
+    main = 'package p\nimport data.lib.q\nviolation[{"msg": "x"}] { q.f }\n'
+    assert reads_parameters([main, "package lib.q\nf { input.parameters.on }\n"]) is True
+    assert reads_parameters([main, "package lib.q\nf { input.review.kind.kind }\n"]) is False
+
+
+HOST_PID_REGO = """package k8shostpid
+
+violation[{"msg": "hostPID is not allowed", "details": {"pod": input.review.object.metadata.name}}] {
+  input.review.object.spec.hostPID
+}
+"""
+
+PARAMS_BY_OBJECT_GET_REGO = """package k8sobjectget
+
+violation[{"msg": msg}] {
+  input.review.object.spec.hostPID
+  msg := sprintf("hostPID (%v)", [object.get(input, "parameters", {}).why])
+}
+"""
+
+
+def test_constraints_of_a_template_that_ignores_its_parameters_each_get_their_violations() -> None:
+    system = system_with(
+        make_template("K8sHostPid", HOST_PID_REGO),
+        constraints=[
+            make_constraint("K8sHostPid", "b", enforcementAction="warn", parameters={"note": "one"}),
+            make_constraint("K8sHostPid", "a", parameters={"note": "two"}),
+            make_constraint("K8sHostPid", "c", parameters={"note": "x" * 400}),
+            make_constraint("K8sHostPid", "elsewhere", match={"namespaces": ["dev"]}, parameters={"note": "three"}),
+        ],
+    )
+    obj = pod("web")
+    obj["spec"]["hostPID"] = True
+    assert listing(run(system, obj)) == [
+        ("a", "hostPID is not allowed", {"pod": "web"}, ("deny",)),
+        ("b", "hostPID is not allowed", {"pod": "web"}, ("warn",)),
+        ("c", "hostPID is not allowed", {"pod": "web"}, ("deny",)),
+    ]
+    assert run(system, pod("web")).violations == []
+
+
+def test_parameters_read_in_another_way_are_still_per_constraint() -> None:
+    system = system_with(
+        make_template("K8sObjectGet", PARAMS_BY_OBJECT_GET_REGO),
+        constraints=[
+            make_constraint("K8sObjectGet", "one", parameters={"why": "first"}),
+            make_constraint("K8sObjectGet", "two", parameters={"why": "second"}),
+        ],
+    )
+    obj = pod("web")
+    obj["spec"]["hostPID"] = True
+    assert [v.text for v in run(system, obj).violations] == ["[one] hostPID (first)", "[two] hostPID (second)"]

@@ -254,6 +254,24 @@ def _check_v0_keywords(filename: str, text: str) -> None:
             )
 
 
+_INPUT = re.compile(r"(?<![\w.])input(?![\w])")
+_REVIEW_ONLY = re.compile(r"\.review(?![\w])")
+
+
+def reads_parameters(texts: Sequence[str]) -> bool:
+    """Whether Rego source may read ``input.parameters``: False only when every use of ``input`` (outside
+    strings and comments) is ``input.review``, which cannot reach the parameters. Conservative: ``input``
+    alone, ``input[...]``, ``with input as ...`` and anything else count as reading them."""
+    for text in texts:
+        code = _STRINGS_AND_COMMENTS.sub(lambda m: " " * len(m.group(0)), text)
+        if "gkconstraints" in code or "gkparams" in code or "gkmatched" in code:
+            return True  # names of the bundle's own layout
+        for found in _INPUT.finditer(code):
+            if not _REVIEW_ONLY.match(code, found.end()):
+                return True
+    return False
+
+
 def _dotted(expr: Any) -> str | None:
     """``a.b.c`` for a Var/RefDot chain of regorus' AST, None for anything else."""
     if not isinstance(expr, dict):
@@ -366,7 +384,7 @@ def _package(source: str) -> str:
 class RegoProgram:
     """One template's Rego, compiled once. ``evaluate`` is the request-time call."""
 
-    __slots__ = ("_data_version", "_engine", "name", "package", "source", "uses_inventory")
+    __slots__ = ("_data_version", "_engine", "name", "package", "reads_parameters", "source", "uses_inventory")
 
     def __init__(self, source: RegoSource, *, name: str = "template") -> None:
         self.package = _package(source.rego)
@@ -394,6 +412,7 @@ class RegoProgram:
         self._engine = engine
         self._data_version = -1
         self.uses_inventory = any("data.inventory" in text for _, text in texts)
+        self.reads_parameters = reads_parameters([text for _, text in texts])
 
     @staticmethod
     def _add(engine: regorus.Engine, filename: str, text: str) -> None:

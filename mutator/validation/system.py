@@ -49,6 +49,7 @@ class _Entry:
     constraint: Constraint
     params_json: str  # the parameters as JSON, keys sorted: equal parameters, equal text
     group: str = ""  # constraints of a kind with equal parameters share a group, evaluated once per request
+    inline: str = ""  # '"<group>":<parameters>' for the bundle's input when they are small, else ""
 
 
 def _data_params(entry: _Entry) -> str:
@@ -119,20 +120,24 @@ INLINE_PARAMETERS = 256  # bytes of JSON: up to this, a group's parameters come 
 def _bundle_input(
     review_json: str, bundle: RegoBundle, kinds: list[str], matched: dict[str, list[tuple[_Entry, tuple[str, ...]]]]
 ) -> str:
-    """The bundle's input: the review, and the matched parameter groups of each kind (see RegoBundle._hooks)."""
+    """The bundle's input: the review, and the matched parameter groups of each kind (see RegoBundle._hook)."""
     named: dict[str, list[str]] = {}
     inline: list[str] = []
     for kind in kinds:
-        key = bundle.keys[kind]
-        seen: dict[str, str] = {}
+        seen: set[str] = set()
+        small: list[str] = []
+        large: list[str] = []
         for entry, _ in matched[kind]:
             if entry.group not in seen:
-                seen[entry.group] = _data_params(entry)
-        small = [f'"{group}":{params}' for group, params in seen.items() if len(params) <= INLINE_PARAMETERS]
+                seen.add(entry.group)
+                if entry.inline:
+                    small.append(entry.inline)
+                else:
+                    large.append(entry.group)
         if small:
-            inline.append(f'"{key}":{{{",".join(small)}}}')
-        if len(small) < len(seen):
-            named[key] = [group for group, params in seen.items() if len(params) > INLINE_PARAMETERS]
+            inline.append(f'"{bundle.keys[kind]}":{{{",".join(small)}}}')
+        if large:
+            named[bundle.keys[kind]] = large
     return f'{{"review":{review_json},"gkmatched":{orjson.dumps(named).decode()},"gkparams":{{{",".join(inline)}}}}}'
 
 
@@ -221,11 +226,16 @@ class ValidationSystem:
     def prepare(self) -> list[RegoBundle]:
         """Build the Rego bundles (one engine per Rego syntax version) for the current templates."""
         if self._bundles is None:
-            for by_name in self._constraints.values():
-                # constraints of a kind with equal parameters get the same violations: one evaluation each
+            for kind, by_name in self._constraints.items():
+                # Constraints of a kind with equal parameters get the same violations: one evaluation per group.
+                # A template that never reads its parameters gives every constraint the same violations.
+                template = self.templates.get(kind)
+                shared = template is not None and not getattr(template.program, "reads_parameters", True)
                 groups: dict[str, str] = {}
                 for entry in by_name.values():
-                    entry.group = groups.setdefault(_data_params(entry), f"p{len(groups)}")
+                    entry.group = groups.setdefault("" if shared else _data_params(entry), f"p{len(groups)}")
+                    params = _data_params(entry)
+                    entry.inline = f'"{entry.group}":{params}' if len(params) <= INLINE_PARAMETERS else ""
             bundles = []
             for v1 in (False, True):
                 programs = {
