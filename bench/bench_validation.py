@@ -10,9 +10,12 @@ the whole shared Gatekeeper library.
 The templates are our own, typical of what clusters run (registries, labels, pull policy, limits,
 privileged, host namespaces); constraints cycle through them with distinct names. In the "shared" cases the
 constraints of a template have equal parameters (the system evaluates such a group once per request); in the
-"distinct" cases each constraint's parameters differ (an extra ``tag`` the templates ignore), so every
-constraint costs one evaluation. As ``mutator serve`` does after loading its policies, the in-process cases
-run after ``gc.collect(); gc.freeze()``; ``--no-gc-freeze`` leaves the collector as it is.
+"distinct" cases each constraint's parameters differ (an extra ``tag``), which costs one evaluation per
+constraint of the two templates that read their parameters (the four others never do, and the system then
+evaluates them once); in the "worst" cases every template also reads the ``tag`` (one more condition, same
+violations), so every constraint costs its own evaluation. As ``mutator serve`` does after loading its
+policies, the in-process cases run after ``gc.collect(); gc.freeze()``; ``--no-gc-freeze`` leaves the
+collector as it is.
 Prints a table and writes JSON to bench/results/validation-<timestamp>.json.
 """
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import re
 import sys
 import tempfile
 import time
@@ -110,6 +114,15 @@ violation[{"msg": "host namespaces are not allowed"}] {
 }
 
 
+_VIOLATION_HEAD = re.compile(r"^(violation\[.*\] \{)$", re.MULTILINE)
+
+
+def reading_parameters(rego: str) -> str:
+    """The template with one more condition in each violation rule, ``input.parameters.tag``: true whenever the
+    tag is set, so the violations stay the same, but the template now reads its parameters."""
+    return _VIOLATION_HEAD.sub(r"\1\n  input.parameters.tag", rego)
+
+
 def template_doc(kind: str, rego: str) -> dict[str, Any]:
     return {
         "apiVersion": "templates.gatekeeper.sh/v1",
@@ -122,12 +135,15 @@ def template_doc(kind: str, rego: str) -> dict[str, Any]:
     }
 
 
-def policy_docs(constraints: int, *, distinct: bool = False) -> list[dict[str, Any]]:
-    docs = [template_doc(kind, rego) for kind, (rego, _) in TEMPLATES.items()]
+def policy_docs(constraints: int, *, parameters_mode: str = "shared") -> list[dict[str, Any]]:
+    """The templates and ``constraints`` constraints; ``parameters_mode`` is shared, distinct or worst."""
+    worst = parameters_mode == "worst"
+    docs = [template_doc(kind, reading_parameters(rego) if worst else rego) for kind, (rego, _) in TEMPLATES.items()]
     kinds = list(TEMPLATES)
     for i in range(constraints):
         kind = kinds[i % len(kinds)]
-        parameters = {**TEMPLATES[kind][1], "tag": f"c{i}"} if distinct else TEMPLATES[kind][1]
+        shared = parameters_mode == "shared"
+        parameters = TEMPLATES[kind][1] if shared else {**TEMPLATES[kind][1], "tag": f"c{i}"}
         docs.append(
             {
                 "apiVersion": "constraints.gatekeeper.sh/v1beta1",
@@ -143,8 +159,8 @@ def policy_docs(constraints: int, *, distinct: bool = False) -> list[dict[str, A
     return docs
 
 
-def latency(constraints: int, iterations: int, *, distinct: bool = False, freeze: bool = True) -> dict[str, Any]:
-    policies = build_policy_set([Document(d, "bench") for d in policy_docs(constraints, distinct=distinct)])
+def latency(constraints: int, iterations: int, *, parameters: str = "shared", freeze: bool = True) -> dict[str, Any]:
+    policies = build_policy_set([Document(d, "bench") for d in policy_docs(constraints, parameters_mode=parameters)])
     assert not policies.errors, policies.errors
     assert len(policies.validation.constraints()) == constraints
     pod = workload.make_pod()
@@ -165,7 +181,7 @@ def latency(constraints: int, iterations: int, *, distinct: bool = False, freeze
     samples.sort()
     return {
         "constraints": constraints,
-        "parameters": "distinct" if distinct else "shared",
+        "parameters": parameters,
         "gc_freeze": freeze,
         "violations": len(result.violations),
         "p50_ms": samples[len(samples) // 2] / 1e6,
@@ -323,8 +339,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"in process, gc.freeze: {'yes' if freeze else 'no'}")
     print(f"{'constraints':>11}  {'parameters':>10}  {'violations':>10}  {'p50 ms':>8}  {'p99 ms':>8}  {'mean ms':>8}")
     rows = []
-    for n, distinct in ((1, False), (10, False), (50, False), (10, True), (50, True)):
-        r = latency(n, iterations, distinct=distinct, freeze=freeze)
+    cases = [(1, "shared"), (10, "shared"), (50, "shared"), (10, "distinct"), (50, "distinct")]
+    for n, parameters in [*cases, (10, "worst"), (50, "worst")]:
+        r = latency(n, iterations, parameters=parameters, freeze=freeze)
         rows.append(r)
         print(
             f"{r['constraints']:>11}  {r['parameters']:>10}  {r['violations']:>10}  "
