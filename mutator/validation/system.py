@@ -96,11 +96,17 @@ def _kinds_accept(match: Match, group: str, kind: str) -> bool:
 def _violations(found: list[dict[str, Any]], entries: list[tuple[_Entry, tuple[str, ...]]]) -> list[Violation]:
     """A kind's violations, by group, given to every matched constraint of the group, ordered by constraint
     name then message (ties in the engine's order)."""
-    if len(entries) == 1:  # one constraint: every violation is its own
-        entry, actions = entries[0]
-        constraint = entry.constraint
+    group = entries[0][0].group
+    if all(entry.group == group for entry, _ in entries):  # one group: the same violations for each constraint
         pairs = sorted(((str(v["msg"]), v.get("details", {})) for v in found), key=_first)
-        return [Violation(constraint, message, details, actions) for message, details in pairs]
+        if len(entries) == 1:
+            entry, actions = entries[0]
+            return [Violation(entry.constraint, message, details, actions) for message, details in pairs]
+        return [
+            Violation(entry.constraint, message, details, actions)
+            for entry, actions in sorted(entries, key=_constraint_name)
+            for message, details in pairs
+        ]
     members: dict[str, list[tuple[_Entry, tuple[str, ...]]]] = {}
     for entry, actions in entries:
         members.setdefault(entry.group, []).append((entry, actions))
@@ -139,6 +145,10 @@ def _bundle_input(
         if large:
             named[bundle.keys[kind]] = large
     return f'{{"review":{review_json},"gkmatched":{orjson.dumps(named).decode()},"gkparams":{{{",".join(inline)}}}}}'
+
+
+def _constraint_name(pair: tuple[_Entry, tuple[str, ...]]) -> str:
+    return pair[0].constraint.name
 
 
 def _first(row: tuple[Any, ...]) -> Any:
