@@ -6,6 +6,7 @@ import datetime
 import itertools
 import math
 import os
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,8 +145,9 @@ _RISKY_PATTERN = "|".join(
         + "(?:"
         + "|".join(
             [
-                r"[!?@`%>,]",  # tags, explicit keys, reserved indicators, folded scalars, empty flow entries
-                r"\|(?:[^-\n ]|-[^\n ]|-[ ]+[^\n ]|[ ]+[^\n ])",  # block scalars other than | and |-
+                # tags, explicit keys, reserved indicators, block scalars (yaml-rs reads an empty "|" as "\n"),
+                # empty flow entries
+                r"[!?@`%|>,]",
                 r"[&*](?:[^A-Za-z0-9_\-]|[A-Za-z0-9_-]+[^A-Za-z0-9_\- \n]|$)",  # anchors, aliases: simple names
                 r"[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}",  # timestamps
                 "(?:" + "|".join(_RISKY_NUMBERS + _RISKY_WORDS) + ")" + _END,
@@ -157,10 +159,64 @@ _RISKY_PATTERN = "|".join(
 _risky_search = re2.compile(_RISKY_PATTERN).search if re2 is not None else None
 
 
+_NAME = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _node_end(indent: int) -> re.Pattern[str]:
+    """The first line (not blank, not a comment) indented less than ``indent``, or as much without a "-"."""
+    pattern = _node_ends.get(indent)
+    if pattern is None:
+        less = f"| {{0,{indent - 1}}}[^ \\n#]" if indent else ""
+        pattern = _node_ends[indent] = re.compile(rf"\n(?: {{{indent}}}[^ \n#-]{less})")
+    return pattern
+
+
+_node_ends: dict[int, re.Pattern[str]] = {}
+
+
+def _alias_may_recurse(text: str) -> bool:
+    """Whether an alias may sit inside the node its anchor names (``a: &x [1, *x]``): PyYAML builds a recursive
+    object (and ``as_json`` fails), yaml-rs reads that alias as null. The anchored node is taken to run from the
+    anchor to the first later line indented less than the anchor's line (or as much, not starting with "-");
+    an alias on the anchor's line, or after a flow collection that may not close on it, counts as inside (false
+    alarms only cost speed)."""
+    ends: dict[str, int] = {}  # anchor name -> where its node ends at the latest
+    marks = []
+    for mark in "&*":
+        at = text.find(mark)
+        while at >= 0:
+            marks.append(at)
+            at = text.find(mark, at + 1)
+    for at in sorted(marks):
+        if at and text[at - 1] not in " \n[{,":
+            continue  # inside a scalar (the gate declined tabs)
+        m = _NAME.match(text, at + 1)
+        if m is None:
+            continue
+        name = m.group()
+        if text[at] == "&":
+            line_start = text.rfind("\n", 0, at) + 1
+            line_end = text.find("\n", at)
+            if line_end < 0:
+                line_end = len(text)
+            rest = text[at:line_end]
+            if ("[" in rest or "{" in rest) and (
+                "'" in rest or '"' in rest or rest.count("[") + rest.count("{") != rest.count("]") + rest.count("}")
+            ):
+                ends[name] = len(text)  # a flow collection that may go on over lines, whatever their indent
+                continue
+            line = text[line_start:line_end]
+            end = _node_end(len(line) - len(line.lstrip(" "))).search(text, line_end)
+            ends[name] = end.start() if end else len(text)
+        elif at < ends.get(name, -1):
+            return True
+    return False
+
+
 def fast_document(text: str) -> dict[str, Any] | None:
     """One YAML document (no ``---`` inside but at its start) read by yaml-rs, in JSON form (as ``as_json`` would
     give it), or None when the gate cannot prove that yaml-rs reads it exactly as PyYAML does."""
-    if _risky_search is None or _risky_search(" " + text):
+    if _risky_search is None or _risky_search(" " + text) or ("*" in text and _alias_may_recurse(text)):
         return None
     try:
         value = _rs_loads(text, parse_datetime=False, duplicate_key_policy=_DuplicateKeyPolicy.Error)
@@ -187,12 +243,12 @@ def split_stream(blocks: Iterable[str]) -> Iterator[str]:
         pending += block
         if whole:
             continue
-        if "\n%" in pending or pending.startswith("%"):
-            whole = True
-            continue
+        directive = 0 if pending.startswith("%") else pending.find("\n%")
+        whole = directive >= 0
+        end = directive if whole else len(pending)
         cut = 0
         at = pending.find("\n---", 1)
-        while at >= 0 and at + 5 <= len(pending):  # the character after "---" is known
+        while 0 <= at < end and at + 5 <= len(pending):  # the character after "---" is known
             if pending[at + 4] in " \t\n":
                 yield pending[cut : at + 1]
                 cut = at + 1
