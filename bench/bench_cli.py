@@ -7,7 +7,9 @@ Writes the Pod stream and policies once (as bench/bench_validation.py does: the 
 new name each, one YAML stream; "1" is the one BenchRegistries constraint, "examples" is examples/policies),
 then runs ``mutator test -f POLICY pods.yaml -o json`` for each variant in turn, ``--runs`` times, and prints the
 median [min-max] of objects/s and of peak RSS. A variant is a name and environment settings, e.g.
-``--variant pyyaml=MUTATOR_FAST_YAML=0 --variant fast=``. The child's stdout is checked to hold one report per Pod.
+``--variant pyyaml=MUTATOR_FAST_YAML=0 --variant fast= --variant j2=ARGS=--jobs=2`` (ARGS: extra arguments;
+PYTHONPATH=DIR: another checkout, e.g. ``git archive cf766c4 | tar -x -C /tmp/orig``, run from DIR). The child's
+stdout is checked to hold one report per Pod.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import yaml
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
 from bench_validation import EXAMPLE_POLICIES, TEMPLATES, template_doc, write_pods  # noqa: E402
-from harness import run_measured  # noqa: E402
+from harness import REPO, run_measured  # noqa: E402
 
 
 def one_constraint(root: Path) -> Path:
@@ -66,11 +68,13 @@ def main(argv: list[str] | None = None) -> int:
                 for _ in range(args.runs):
                     for name, env in variants:
                         cmd = [sys.executable, "-m", "mutator.cli", "test", "-f", str(policy_paths[pol]), str(stream)]
-                        cmd += ["-o", "json", *args.extra.split()]
-                        old = {k: os.environ.get(k) for k in env}
-                        os.environ.update(env)
-                        try:
-                            code, out, err, wall, rss = run_measured(cmd, 3600)
+                        cmd += ["-o", "json", *args.extra.split(), *env.get("ARGS", "").split()]
+                        run_env = {k: v for k, v in env.items() if k != "ARGS"}
+                        old = {k: os.environ.get(k) for k in run_env}
+                        os.environ.update(run_env)
+                        try:  # PYTHONPATH=DIR (another checkout): run from there, so that "-m" finds its code
+                            cwd = Path(run_env["PYTHONPATH"]) if "PYTHONPATH" in run_env else REPO
+                            code, out, err, wall, rss = run_measured(cmd, 3600, cwd=cwd)
                         finally:
                             for k, val in old.items():
                                 if val is None:

@@ -38,7 +38,6 @@ from .resources import (
 from .validation.constraints import GATOR_POINT
 from .validation.inventory import Inventory
 from .validation.review import review_from_object
-from .webhook.admission import mutate_review, review_for
 
 
 @dataclass(slots=True)
@@ -84,6 +83,8 @@ def _mutated(doc: Document, policies: PolicySet) -> tuple[dict[str, Any], Object
     report = ObjectReport(doc.source, doc.kind, str(meta.get("namespace") or ""), doc.name, False, [])
     if not len(policies.mutation):  # no mutator: mutate_review would copy the object and find no change
         return doc.body, report
+    from .webhook.admission import mutate_review, review_for  # (and asyncio: not imported without mutators)
+
     outcome = mutate_review(review_for(doc.body), policies.mutation, policies.namespace)
     obj = doc.body
     if outcome.error:
