@@ -478,21 +478,13 @@ class RegoBundle:
             sources = self._renamed(program, key)
             if any(_HOOK_NAME.search(text) for _, text in sources):
                 continue  # the template uses the hook's name itself: left to its own program
-            scratch = regorus.Engine()  # try the template alone first, so one bad fit cannot spoil the bundle
-            scratch.set_rego_v0(not v1)
-            try:
-                _add_deprecated_builtins(scratch, [t for _, t in sources])
-                for filename, text in sources:
-                    scratch.add_policy(filename, text)
-            except Exception:
-                continue
             # the hook goes into the template's own module: a reference to a rule of the same package costs
             # regorus nothing more per module in the engine, a reference through ``data`` does
             (filename, text), *libs = sources
             sources = [(filename, f"{text}\n{self._hook(key)}"), *libs]
+            scratch = regorus.Engine()  # try the template alone first, so one bad fit cannot spoil the bundle
+            scratch.set_rego_v0(not v1)
             try:
-                scratch = regorus.Engine()
-                scratch.set_rego_v0(not v1)
                 _add_deprecated_builtins(scratch, [t for _, t in sources])
                 for filename, text in sources:
                     scratch.add_policy(filename, text)
