@@ -406,13 +406,13 @@ def test_every_rego_syntax_goes_through_the_shared_engine(syntax: str) -> None:
     assert [v.text for v in run(system, pod("web")).violations] == ["[app] corp.example/app:1 is banned"]
 
 
-def test_a_template_using_the_hooks_name_still_works_on_its_own() -> None:
+def test_a_template_using_the_hooks_names_still_works_on_its_own() -> None:
     rego = """package k8shooked
 
-gkhook__violations := {"mine"}
+gkhook__name := {"mine"}
 
 violation[{"msg": msg}] {
-  gkhook__violations["mine"]
+  gkhook__name["mine"]
   msg := sprintf("%v: %v", [input.parameters.label, input.review.object.metadata.name])
 }
 """
@@ -508,3 +508,34 @@ def test_parameters_read_in_another_way_are_still_per_constraint() -> None:
     obj = pod("web")
     obj["spec"]["hostPID"] = True
     assert [v.text for v in run(system, obj).violations] == ["[one] hostPID (first)", "[two] hostPID (second)"]
+
+
+def test_rules_named_like_the_hooks_variables_do_not_disturb_it() -> None:
+    rego = """package k8snamed
+
+name := input.review.object.metadata.name
+params := {"not": "the parameters"}
+v := "a rule"
+out := "another rule"
+object := {"get": "a rule too"}
+default details := {}
+
+violation[{"msg": msg, "details": {"label": input.parameters.label}}] {
+  input.review.object.metadata.labels[input.parameters.label] != "yes"
+  msg := sprintf("%v: %v is not yes (%v, %v, %v)", [name, input.parameters.label, params["not"], v, out])
+}
+"""
+    system = system_with(
+        make_template("K8sNamed", rego),
+        constraints=[
+            make_constraint("K8sNamed", "a", parameters={"label": "a"}),
+            make_constraint("K8sNamed", "b", parameters={"label": "b"}),
+        ],
+    )
+    assert [kind for bundle in system.prepare() for kind in bundle.keys] == ["K8sNamed"]
+    result = run(system, pod("web", labels={"a": "no", "b": "no"}))
+    assert result.errors == []
+    assert [(v.text, v.details) for v in result.violations] == [
+        ("[a] web: a is not yes (the parameters, a rule, another rule)", {"label": "a"}),
+        ("[b] web: b is not yes (the parameters, a rule, another rule)", {"label": "b"}),
+    ]

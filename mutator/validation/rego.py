@@ -452,7 +452,7 @@ class RegoProgram:
 
 _PACKAGE_LINE = re.compile(r"^(\s*package\s+)([\w.]+)", re.MULTILINE)
 HOOK_RULE = "gkhook__violations"
-_HOOK_NAME = re.compile(rf"\b{HOOK_RULE}\b")
+_HOOK_NAME = re.compile(r"\bgkhook__")  # the hook's rule and variables: a template using such names keeps its own
 
 
 class RegoBundle:
@@ -477,7 +477,7 @@ class RegoBundle:
                 key = f"{base}_{len(self.keys)}"
             sources = self._renamed(program, key)
             if any(_HOOK_NAME.search(text) for _, text in sources):
-                continue  # the template uses the hook's name itself: left to its own program
+                continue  # the template uses the hook's names itself: left to its own program
             # the hook goes into the template's own module: a reference to a rule of the same package costs
             # regorus nothing more per module in the engine, a reference through ``data`` does
             (filename, text), *libs = sources
@@ -516,14 +516,19 @@ class RegoBundle:
     def _hook(key: str) -> str:
         """The hook rule, ``data.gktpl.<key>.gkhook__violations``, added to the template's package: the template's
         violations for each matched parameter group, tagged with the group (one line: the template's line numbers
-        stay as they were; Rego v0 and v1 both read it). A group's parameters come with the input
+        stay as they were; Rego v0 and v1 both read it; its variables are named so that they cannot be the
+        template's own rules). A group's parameters come with the input
         (``input.gkparams.<key>.<group>``) when they are small: reading them from ``data`` costs regorus more than
         parsing them. Larger ones are named in ``input.gkmatched.<key>`` and read from ``data.gkconstraints``."""
-        check = "v := violation[_] with input.parameters as params"
-        out = 'out := {"name": name, "msg": v.msg, "details": object.get(v, "details", {})}'
+        check = "gkhook__v := violation[_] with input.parameters as gkhook__params"
+        out = (
+            'gkhook__out := {"name": gkhook__name, "msg": gkhook__v.msg, '
+            '"details": object.get(gkhook__v, "details", {})}'
+        )
         return (
-            f"{HOOK_RULE} := {{out | params := input.gkparams.{key}[name]; {check}; {out}}} | "
-            f"{{out | name := input.gkmatched.{key}[_]; params := data.gkconstraints.{key}[name]; {check}; {out}}}\n"
+            f"{HOOK_RULE} := {{gkhook__out | gkhook__params := input.gkparams.{key}[gkhook__name]; {check}; {out}}}"
+            f" | {{gkhook__out | gkhook__name := input.gkmatched.{key}[_]; "
+            f"gkhook__params := data.gkconstraints.{key}[gkhook__name]; {check}; {out}}}\n"
         )
 
     def data_version(self) -> object:
