@@ -53,6 +53,7 @@ lint: setup-test
 bench: setup-test
 	$(PY) bench/bench_mutation.py
 	$(PY) bench/bench_validation.py
+	$(PY) bench/bench_isolation.py
 	$(PY) bench/bench_yaml.py
 
 clean:
