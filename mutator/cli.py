@@ -162,8 +162,6 @@ def _print_jsonpath(expression: str, outputs: list[object], status: int) -> int:
 
 
 def _cmd_test(args: argparse.Namespace) -> int:
-    import os
-
     from .manifests import ReportWriter, run_manifests
 
     def print_errors(errors: list) -> None:
@@ -177,7 +175,7 @@ def _cmd_test(args: argparse.Namespace) -> int:
             enable_cel=not args.disable_cel,
             on_errors=print_errors,
             on_report=writer.add,
-            jobs=args.jobs if args.jobs > 0 else (os.cpu_count() or 1),
+            jobs=args.jobs,
         )
     except ValueError as err:
         print(f"mutator test: {err}", file=sys.stderr)
@@ -362,8 +360,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--jobs",
         "-j",
         type=int,
-        default=1,
-        help="worker processes that parse and check the objects (forked after the policies load; 0: one per CPU)",
+        default=0,
+        help="worker processes that parse and check the objects, forked after the policies load (default 0: one "
+        "per CPU, up to 4, when the object files hold 2 MiB or more; else 1)",
     )
     test.set_defaults(func=_cmd_test)
 

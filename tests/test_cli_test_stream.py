@@ -157,3 +157,14 @@ def test_an_object_file_that_turns_out_not_to_parse_keeps_exit_2(tmp_path: Path)
     proc = _run([FIXTURES, broken, ok], "--jobs", "2")
     assert (proc.returncode, proc.stdout, proc.stderr) == (code, out, errors)
     assert code == 2 and out == "1 objects checked, no violations\n"
+
+
+@pytest.mark.parametrize("output", ["json", "yaml"])
+def test_reports_written_before_the_workers_start_are_printed_once(tmp_path: Path, output: str) -> None:
+    first = tmp_path / "a.yaml"  # the word Namespace: read with the policies, reported before the workers fork
+    first.write_text(yaml.safe_dump(_pod("first", "prod", "docker.io/x:1", app="Namespace")))
+    more = tmp_path / "b.yaml"
+    more.write_text(yaml.safe_dump_all([_pod(f"m{i}", "prod", "docker.io/y:1", app=f"m{i}") for i in range(30)]))
+    code, out, errors = _expected([FIXTURES, first, more], output)
+    proc = _run([FIXTURES, first, more], "-o", output, "--jobs", "2")
+    assert (proc.returncode, proc.stdout, proc.stderr) == (code, out, errors)
