@@ -204,9 +204,11 @@ def run_manifests(
     pool: _Pool | None = None
     try:
         for i, path in enumerate(files):
-            if jobs > 1 and i not in parsed and i not in file_errors and pool is None:
+            # .json files stay here: orjson reads them (read_file), not the YAML path of the workers
+            streamed = i not in parsed and i not in file_errors and path.suffix != ".json"
+            if jobs > 1 and streamed and pool is None:
                 pool = _Pool(policies, jobs)
-            pooled = pool is not None and i not in parsed and i not in file_errors
+            pooled = pool is not None and streamed
             _check_file(run, policies, path, None if pooled else objects(i, path), pool, on_report)
     finally:
         if pool is not None:

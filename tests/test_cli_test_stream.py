@@ -84,7 +84,8 @@ def _workload(root: Path) -> list[Path]:
             parts.append("---\nenabled: yes\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: c, namespace: prod}\n")
     stream.write_text("".join(parts))
     as_json = root / "more.json"
-    as_json.write_bytes(orjson.dumps(_pod("j", "prod", "docker.io/j:1")))
+    # 1e3: a number in JSON (orjson reads .json files), the string "1e3" in YAML: the title says which was used
+    as_json.write_text(orjson.dumps(_pod("j", "prod", "docker.io/j:1")).decode().replace('"prod"', "1e3"))
     broken = root / "broken.yaml"
     broken.write_text(yaml.safe_dump(_pod("b", "prod", "docker.io/b:1")) + "---\nkey: [unclosed\n")
     return [stream, as_json, broken]
@@ -113,7 +114,7 @@ def _run(paths: list[Path], *args: str) -> subprocess.CompletedProcess[str]:
 def test_streamed_output_is_the_whole_list_output(tmp_path: Path, output: str, jobs: str) -> None:
     paths = [FIXTURES, *_workload(tmp_path)]
     code, out, errors = _expected(paths, output)
-    assert "broken.yaml" in errors  # the file that does not parse is reported, its Pod is not
+    assert "broken.yaml" in errors and "Pod 1000.0/j" in out  # the file that does not parse is reported, its Pod is not
     proc = _run(paths, "-o", output, "--jobs", jobs)
     assert proc.stdout == out
     assert proc.returncode == code == 1
