@@ -141,6 +141,12 @@ _RISKY_PATTERN = "|".join(
         r"\n(?:---|\.\.\.|%)",  # another document, a document end marker, a directive
         r"\n[^\n]{1000}",  # long lines: PyYAML allows simple keys of at most 1024 characters
         r"[\s\[{,]:",  # empty keys
+        # libyaml rejects a plain scalar followed by ":" and a flow indicator in flow context ({a:}, [a:[b]]);
+        # yaml-rs reads a mapping. Declined: ":" before ",?]}" anywhere, ":[" and ":{" after a flow collection
+        # opened on the same line, and lines that end inside a flow collection (after "[", "{" or ",")
+        r":[,?\]}]",
+        r"[\s\[\]{},][\[{][^\n]*[^\s\"'\]}]:[\[{]",
+        r"[\[{,][ ]*(?:\n|$)",
         _START
         + "(?:"
         + "|".join(
@@ -174,8 +180,9 @@ def _node_end(indent: int) -> re.Pattern[str]:
 _node_ends: dict[int, re.Pattern[str]] = {}
 
 
-def _alias_may_recurse(text: str) -> bool:
-    """Whether an alias may sit inside the node its anchor names (``a: &x [1, *x]``): PyYAML builds a recursive
+def _anchors_differ(text: str) -> bool:
+    """Whether anchors may be read differently: an anchor named twice (an error in PyYAML, allowed by yaml-rs),
+    or an alias that may sit inside the node its anchor names (``a: &x [1, *x]``): PyYAML builds a recursive
     object (and ``as_json`` fails), yaml-rs reads that alias as null. The anchored node is taken to run from the
     anchor to the first later line indented less than the anchor's line (or as much, not starting with "-");
     an alias on the anchor's line, or after a flow collection that may not close on it, counts as inside (false
@@ -195,6 +202,8 @@ def _alias_may_recurse(text: str) -> bool:
             continue
         name = m.group()
         if text[at] == "&":
+            if name in ends:
+                return True  # "found duplicate anchor" in PyYAML
             line_start = text.rfind("\n", 0, at) + 1
             line_end = text.find("\n", at)
             if line_end < 0:
@@ -216,7 +225,7 @@ def _alias_may_recurse(text: str) -> bool:
 def fast_document(text: str) -> dict[str, Any] | None:
     """One YAML document (no ``---`` inside but at its start) read by yaml-rs, in JSON form (as ``as_json`` would
     give it), or None when the gate cannot prove that yaml-rs reads it exactly as PyYAML does."""
-    if _risky_search is None or _risky_search(" " + text) or ("*" in text and _alias_may_recurse(text)):
+    if _risky_search is None or _risky_search(" " + text) or (("&" in text or "*" in text) and _anchors_differ(text)):
         return None
     try:
         value = _rs_loads(text, parse_datetime=False, duplicate_key_policy=_DuplicateKeyPolicy.Error)
@@ -286,8 +295,8 @@ def parse_documents(text: str, source: str) -> list[Document]:
     a file that does not parse gives the very error (and line) it always gave."""
     try:
         return list(_stream_documents(split_stream((text,)), source))
-    except (yaml.YAMLError, DocumentError):
-        return parse_documents_pyyaml(text, source)
+    except Exception:  # noqa: BLE001 - whatever failed (also RecursionError, IndexError from PyYAML): the
+        return parse_documents_pyyaml(text, source)  # whole text again, for the very outcome it always had
 
 
 def parse_documents_pyyaml(text: str, source: str) -> list[Document]:
@@ -366,7 +375,7 @@ def stream_file(path: Path) -> Iterator[Document]:
     try:
         with path.open(encoding="utf-8") as f:
             yield from _stream_documents(split_stream(iter(lambda: f.read(1 << 20), "")), str(path))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, DocumentError) as err:
+    except Exception as err:  # noqa: BLE001 - read_file then gives the exact outcome
         raise StreamInterrupted(str(err)) from err
 
 

@@ -11,6 +11,7 @@ document is either declined by the gate or read identically. A document PyYAML r
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,8 @@ from mutator.resources import (
 )
 
 REPO = Path(__file__).resolve().parent.parent
+# more generated documents for a longer search: MUTATOR_FAST_YAML_EXAMPLES=5000 pytest tests/test_fast_yaml.py
+SCALE = max(1, int(os.environ.get("MUTATOR_FAST_YAML_EXAMPLES", "400")) // 400)
 CORPUS = (REPO.parent / "shared" / "conformance", REPO / "examples", REPO / "tests" / "fixtures")
 
 pytestmark = pytest.mark.skipif(not resources.FAST_YAML, reason="the fast YAML path is off (yaml-rs or re2 missing)")
@@ -77,7 +80,8 @@ def check_stream(text: str, source: str = "s.yaml") -> None:
     except Exception as err:  # DocumentError, or whatever PyYAML itself raises (IndexError for "!!int" alone)
         with pytest.raises(type(err)) as got:
             parse_documents(text, source)
-        assert str(got.value) == str(err)
+        if not isinstance(err, RecursionError):  # its message depends on where the stack ran out
+            assert str(got.value) == str(err)
         return
     got_docs = parse_documents(text, source)
     assert [d.source for d in got_docs] == [d.source for d in ref]
@@ -123,6 +127,8 @@ def test_the_probes_of_yaml_1_1_are_declined_or_equal() -> None:
         "a: &x [1,\n*x]\n",
         "- &x\n  - *x\n",
         "a: &x\n  b: 1\nc: *x\n",
+        "a: &x\nb: &x\n",  # a duplicate anchor: an error in PyYAML
+        "a: &x 1\nb: *x\nc: &x 2\nd: *x\n",
         "a: =\n",
         "1: a\ntrue: b\nnull: c\n~: d\n",
         "{a: 1, 2: b}\n",
@@ -271,13 +277,13 @@ def documents(draw: Any) -> str:
     return start + "\n".join(lines) + "\n"
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=400 * SCALE, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(documents())
 def test_generated_documents_are_declined_or_read_the_same(text: str) -> None:
     check_document(text)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300 * SCALE, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(documents(), st.integers(min_value=0), st.sampled_from(list(" :-#'\"[]{},\n?&*!|>") + ["", "  ", "\n  "]))
 def test_broken_documents_are_declined_or_read_the_same(text: str, at: int, insert: str) -> None:
     """A character dropped or inserted anywhere: whatever PyYAML makes of it, the fast path agrees or declines."""
@@ -285,7 +291,7 @@ def test_broken_documents_are_declined_or_read_the_same(text: str, at: int, inse
     check_document(text[:at] + insert + text[at + (0 if insert else 1) :])
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150 * SCALE, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.lists(st.one_of(documents(), st.sampled_from(["", "# only a comment\n", "...\n", "- a\n", "x\n"])), max_size=4)
 )
