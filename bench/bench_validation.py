@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import workload  # noqa: E402
-from harness import REPO, Server, free_port, proc_memory_mb, run_loadgen, run_measured  # noqa: E402
+from harness import REPO, Server, free_port, proc_memory_mb, run_loadgen, run_measured, tree_pss_mb  # noqa: E402
 
 from mutator.policy import build_policy_set  # noqa: E402
 from mutator.resources import Document  # noqa: E402
@@ -308,9 +308,12 @@ def bench_admit(duration: float, warmup: float, memory_requests: int) -> dict[st
                 served += extra["total_requests"]
             mem = proc_memory_mb(server.proc.pid)
             memory.update({"requests_served": served, "rss_after_mb": mem["VmRSS"], "peak_rss_mb": mem["VmHWM"]})
+            # the evaluating child (--isolate-validation) shares most pages with the server: PSS splits them
+            memory["tree_pss_mb"] = tree_pss_mb(server.proc.pid)
             print(
                 f"  server memory: idle {memory['idle_rss_mb']:.0f} MB, after {served:,} requests "
-                f"{mem['VmRSS']:.0f} MB (peak {mem['VmHWM']:.0f} MB)",
+                f"{mem['VmRSS']:.0f} MB (peak {mem['VmHWM']:.0f} MB); with its evaluating child "
+                f"{memory['tree_pss_mb']:.0f} MB PSS",
                 flush=True,
             )
         finally:
