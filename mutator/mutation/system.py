@@ -158,7 +158,10 @@ class _Snapshot:
 
     def equals(self, obj: dict) -> bool:
         data = self._data
-        return json_equal(self._copy if data is None else orjson.loads(data), obj)
+        start = self._copy if data is None else orjson.loads(data)
+        # Python's == (C speed, stops at the first difference) is False only when the JSON differs too; when it
+        # is True, json_equal confirms what == cannot tell apart (true from 1)
+        return start == obj and json_equal(start, obj)
 
 
 def _describe(mutable: Mutable) -> str:
