@@ -35,29 +35,11 @@ from harness import REPO, Server, free_port, run_loadgen, tree_pss_mb  # noqa: E
 
 from mutator.webhook.admission import review_for  # noqa: E402
 
-RUNAWAY = {
-    "apiVersion": "templates.gatekeeper.sh/v1",
-    "kind": "ConstraintTemplate",
-    "metadata": {"name": "benchrunaway"},
-    "spec": {
-        "crd": {"spec": {"names": {"kind": "BenchRunaway"}}},
-        "targets": [
-            {
-                "target": "admission.k8s.gatekeeper.sh",
-                "rego": """package benchrunaway
-violation[{"msg": msg}] {
-  input.review.object.metadata.name == "runaway"
-  n := count([x | x := numbers.range(1, 3000)[i] * numbers.range(1, 3000)[j]])
-  msg := sprintf("counted %v", [n])
-}
-""",
-            }
-        ],
-    },
-}
+# a template that evaluates for seconds for a Pod named "runaway" (the one tests/test_cutoff.py uses)
+RUNAWAY = yaml.safe_load((REPO / "tests" / "fixtures" / "slow" / "runaway.yaml").read_text())
 RUNAWAY_CONSTRAINT = {
     "apiVersion": "constraints.gatekeeper.sh/v1beta1",
-    "kind": "BenchRunaway",
+    "kind": "K8sRunaway",
     "metadata": {"name": "runaway"},
     "spec": {},
 }

@@ -17,44 +17,21 @@ from mutator.webhook.admission import review_for
 
 from .server import ALWAYS_PULL, Server, running_server
 
-# Evaluating this for a Pod named "runaway" takes many seconds (9 million products); any other Pod is fast.
-RUNAWAY_TEMPLATE = {
-    "apiVersion": "templates.gatekeeper.sh/v1",
-    "kind": "ConstraintTemplate",
-    "metadata": {"name": "k8srunaway"},
-    "spec": {
-        "crd": {"spec": {"names": {"kind": "K8sRunaway"}}},
-        "targets": [
-            {
-                "target": "admission.k8s.gatekeeper.sh",
-                "rego": """package k8srunaway
+# Evaluating K8sRunaway for a Pod named "runaway" takes many seconds; any other Pod is fast.
+RUNAWAY_TEMPLATE = yaml.safe_load((Path(__file__).parent / "fixtures" / "slow" / "runaway.yaml").read_text())
+NAMED_REGO = """package k8sforbiddenname
 violation[{"msg": msg}] {
-  input.review.object.metadata.name == "runaway"
-  n := count([x | x := numbers.range(1, 3000)[i] * numbers.range(1, 3000)[j]])
-  msg := sprintf("counted %v", [n])
+  input.review.object.metadata.name == "forbidden"
+  msg := "that name is forbidden"
 }
-""",
-            }
-        ],
-    },
-}
+"""
 NAMED_TEMPLATE = {
     "apiVersion": "templates.gatekeeper.sh/v1",
     "kind": "ConstraintTemplate",
     "metadata": {"name": "k8sforbiddenname"},
     "spec": {
         "crd": {"spec": {"names": {"kind": "K8sForbiddenName"}}},
-        "targets": [
-            {
-                "target": "admission.k8s.gatekeeper.sh",
-                "rego": """package k8sforbiddenname
-violation[{"msg": msg}] {
-  input.review.object.metadata.name == "forbidden"
-  msg := "that name is forbidden"
-}
-""",
-            }
-        ],
+        "targets": [{"target": "admission.k8s.gatekeeper.sh", "rego": NAMED_REGO}],
     },
 }
 
