@@ -82,7 +82,7 @@ def ab_runs(rounds: int, duration: float, warmup: float) -> list[dict[str, Any]]
             out.append(r)
             print(
                 f"  round {round_} workers {workers} {'isolated ' if isolate else 'in-process'} "
-                f"{r['rps']:7.0f} req/s  p50 {r['p50_ms']:5.2f}  p99 {r['p99_ms']:6.2f} ms  "
+                f"{r['rps']:7.0f} req/s  p50 {r['p50_ms']:5.2f}  p99 {r['p99_ms']:6.2f}  p99.9 {r['p999_ms']:6.2f} ms  "
                 f"CPU {r['server_cpu_per_request_ms']:.2f} ms/req  PSS {r['tree_pss_mb']:.0f} MB",
                 flush=True,
             )

@@ -294,7 +294,8 @@ def bench_admit(duration: float, warmup: float, memory_requests: int) -> dict[st
                 runs.append(r)
                 print(
                     f"  https /v1/admit c={concurrency:<3} {r['rps']:8.0f} req/s  p50 {r['p50_ms']:6.2f} ms  "
-                    f"p99 {r['p99_ms']:6.2f} ms  server CPU {r['server_cpu_per_request_ms']:.2f} ms/req",
+                    f"p99 {r['p99_ms']:6.2f} ms  p99.9 {r['p999_ms']:6.2f} ms  "
+                    f"server CPU {r['server_cpu_per_request_ms']:.2f} ms/req",
                     flush=True,
                 )
             served = sum(r["total_requests"] for r in runs)
