@@ -12,12 +12,12 @@ import orjson
 import yaml
 
 from . import __version__
-from .certs import CertPaths, default_hosts, make_certs
 
 DEFAULT_CERT_DIR = Path("certs/dev")
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    from .certs import CertPaths  # cryptography: only the commands that need it import it
     from .webhook.admission import MutationOptions, ValidationOptions
     from .webhook.server import ServerSettings, run
 
@@ -58,8 +58,21 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _or(given: str | None, default: str) -> str:
+    return default if given is None else given
+
+
 def _cmd_certs(args: argparse.Namespace) -> int:
-    from .certs import ca_bundle, kube_api_client, patch_manifest_files, patch_webhook_configurations
+    from .certs import (
+        DEFAULT_MUTATING_WEBHOOK,
+        DEFAULT_VALIDATING_WEBHOOK,
+        ca_bundle,
+        default_hosts,
+        kube_api_client,
+        make_certs,
+        patch_manifest_files,
+        patch_webhook_configurations,
+    )
 
     hosts = default_hosts(args.service, args.namespace) + list(args.host)
     paths = make_certs(Path(args.out), hosts, days=args.days, reuse_ca=not args.new_ca)
@@ -84,8 +97,9 @@ def _cmd_certs(args: argparse.Namespace) -> int:
         names = {
             kind: name
             for kind, name in (
-                ("ValidatingWebhookConfiguration", args.validating_webhook_name),
-                ("MutatingWebhookConfiguration", args.mutating_webhook_name),
+                # the defaults live in certs.py, which the parser does not import (cryptography is slow to load)
+                ("ValidatingWebhookConfiguration", _or(args.validating_webhook_name, DEFAULT_VALIDATING_WEBHOOK)),
+                ("MutatingWebhookConfiguration", _or(args.mutating_webhook_name, DEFAULT_MUTATING_WEBHOOK)),
             )
             if name
         }
@@ -295,8 +309,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(func=_cmd_serve)
 
-    from .certs import DEFAULT_MUTATING_WEBHOOK, DEFAULT_VALIDATING_WEBHOOK
-
     certs = sub.add_parser("certs", help="make a CA and a serving certificate; optionally patch caBundle")
     certs.add_argument("--out", default=str(DEFAULT_CERT_DIR))
     certs.add_argument("--service", default="mutator-webhook-service")
@@ -319,13 +331,13 @@ def build_parser() -> argparse.ArgumentParser:
     certs.add_argument("--kubeconfig", help="for --patch-webhooks (default: in-cluster, then ~/.kube/config)")
     certs.add_argument(
         "--validating-webhook-name",
-        default=DEFAULT_VALIDATING_WEBHOOK,
-        help="ValidatingWebhookConfiguration that --patch-webhooks patches ('' skips it)",
+        help="ValidatingWebhookConfiguration that --patch-webhooks patches ('' skips it; default: "
+        "mutator-validating-webhook-configuration)",
     )
     certs.add_argument(
         "--mutating-webhook-name",
-        default=DEFAULT_MUTATING_WEBHOOK,
-        help="MutatingWebhookConfiguration that --patch-webhooks patches ('' skips it)",
+        help="MutatingWebhookConfiguration that --patch-webhooks patches ('' skips it; default: "
+        "mutator-mutating-webhook-configuration)",
     )
     certs.set_defaults(func=_cmd_certs)
 
