@@ -153,6 +153,24 @@ def load_paths(paths: Iterable[str | Path], *, keep_objects: bool = False, enabl
     return policies
 
 
+def log_loaded(policies: PolicySet, what: str, generation: int) -> None:
+    """Log a newly built policy set: every rejected resource and mutator conflict, then the counts."""
+    for err in policies.errors:
+        log.error("policy rejected: %s", err)
+    for err in policies.conflicts:
+        log.error("mutator conflict: %s", err)
+    log.info(
+        "%s (generation %d): %d mutators, %d templates, %d constraints, %d rejected, %d conflicting",
+        what,
+        generation,
+        len(policies.mutation),
+        len(policies.validation.templates),
+        len(policies.validation.constraints()),
+        len(policies.errors),
+        len(policies.mutation.conflicting()),
+    )
+
+
 def _signature(path: Path) -> tuple[int, int] | None:
     try:
         st = path.stat()
@@ -209,23 +227,10 @@ class DirectorySource:
             docs = [doc for path in files for doc in self._docs.get(path, [])]
             policies = build_policy_set(docs, enable_cel=self.enable_cel, cache=self._cache)
             policies.errors[:0] = file_errors
-            for err in policies.errors:
-                log.error("policy rejected: %s", err)
-            for err in policies.conflicts:
-                log.error("mutator conflict: %s", err)
             self.current = policies
             self.generation += 1
             self.loaded.set()
-            log.info(
-                "policies loaded (generation %d): %d mutators, %d templates, %d constraints, %d rejected, "
-                "%d conflicting",
-                self.generation,
-                len(policies.mutation),
-                len(policies.validation.templates),
-                len(policies.validation.constraints()),
-                len(policies.errors),
-                len(policies.mutation.conflicting()),
-            )
+            log_loaded(policies, "policies loaded", self.generation)
             return True
 
     def start(self) -> None:

@@ -20,7 +20,7 @@ from kubernetes import client as k8s
 from kubernetes.dynamic import DynamicClient
 
 from ..match import wildcard_matches
-from ..policy import PolicySet, TemplateCache, build_policy_set
+from ..policy import PolicySet, TemplateCache, build_policy_set, log_loaded
 from ..resources import Document, as_json
 from ..validation.inventory import Inventory
 from .watch import Event, Kind, Watcher
@@ -348,20 +348,9 @@ class KubernetesSource:
         policies.validation.inventory = self.inventory
         policies.namespaces = self.namespaces  # kept current by the Namespace watch
         policies.excluded = self.excluded  # reads the current Config
-        for err in policies.errors:
-            log.error("policy rejected: %s", err)
-        for err in policies.conflicts:
-            log.error("mutator conflict: %s", err)
         self.current = policies
         self.generation += 1
-        log.info(
-            "policies from the cluster (generation %d): %d mutators, %d templates, %d constraints, %d rejected",
-            self.generation,
-            len(policies.mutation),
-            len(policies.validation.templates),
-            len(policies.validation.constraints()),
-            len(policies.errors),
-        )
+        log_loaded(policies, "policies from the cluster", self.generation)
         for callback in self.on_change:
             try:
                 callback(self)
