@@ -60,7 +60,8 @@ _SET_DIFF = re.compile(r"(?<![\w.])set_diff\s*\(")
 
 
 def _call_args(source: str, start: int) -> tuple[list[str], int] | None:
-    """The top-level arguments of a call whose "(" is just before ``start``, and the index after ")"."""
+    """The top-level arguments of a call whose "(" (or an array whose "[") is just before ``start``, and the index
+    after the closing bracket."""
     depth, i, args, begin = 0, start, [], start
     while i < len(source):
         ch = source[i]
@@ -189,31 +190,10 @@ def _pad_sprintf(source: str) -> str:
     copied = 0
     for match in _SPRINTF.finditer(source):
         verbs = [v for v in _VERB.findall(match.group(1)) if v != "%"]
-        start = match.end()  # just after "["
-        depth, i, args, has_item = 0, start, 0, False
-        while i < len(source):
-            ch = source[i]
-            if ch == '"':
-                i += 1
-                while i < len(source) and source[i] != '"':
-                    i += 2 if source[i] == "\\" else 1
-                has_item = True
-            elif ch in "[({":
-                depth += 1
-                has_item = True
-            elif ch in "])}":
-                if depth == 0:
-                    break
-                depth -= 1
-            elif ch == "," and depth == 0:
-                args += 1
-                has_item = False
-            elif not ch.isspace():
-                has_item = True
-            i += 1
-        else:
+        parsed = _call_args(source, match.end())  # the items of the argument array, which opens just before
+        if parsed is None:
             continue
-        count = args + (1 if has_item else 0)
+        count = sum(1 for item in parsed[0] if item)  # "[]" and a trailing comma give empty items
         if count >= len(verbs):
             continue
         # rewrite the verbs that have no argument as literal text: "%%!d(MISSING)" prints "%!d(MISSING)"
