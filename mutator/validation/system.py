@@ -284,8 +284,10 @@ class ValidationSystem:
         point: str = WEBHOOK_POINT,
         deadline: float | None = None,
         progress: Callable[[str], None] | None = None,
+        review_json: str | None = None,
     ) -> ReviewResult:
-        """Evaluate every matching constraint against ``review`` (an ``input.review``).
+        """Evaluate every matching constraint against ``review`` (an ``input.review``); ``review_json``, when the
+        caller has it already, is ``review`` as orjson writes it (it is not written again).
 
         With ``deadline`` (a ``time.monotonic()`` value), templates not yet evaluated when it passes are
         skipped and reported as an error: the webhook then answers per its failure policy with the reason.
@@ -308,7 +310,6 @@ class ValidationSystem:
         if not matched:
             return result
 
-        review_json: str | None = None
         for bundle in self.prepare():
             kinds = [kind for kind in bundle.keys if kind in matched]
             if not kinds:

@@ -32,7 +32,7 @@ from typing import Any
 
 import orjson
 
-from ..validation.constraints import WEBHOOK_POINT, Constraint
+from ..validation.constraints import Constraint
 from ..validation.system import ReviewResult, ValidationSystem, Violation
 
 log = logging.getLogger("mutator.evaluator")
@@ -95,17 +95,19 @@ def _child_main(sock: socket.socket, validation: ValidationSystem, progress: mma
         body = _recv_exactly(sock, _HEADER.unpack(header)[0])
         if body is None:
             return
-        message = orjson.loads(body)
+        # the frame: the length of the settings, the settings, then the review (JSON text handed on as is)
+        split = _HEADER.size + _HEADER.unpack_from(body)[0]
+        message = orjson.loads(body[_HEADER.size : split])
+        review_bytes = body[split:]
         shipped = message.get("inventory")
         if shipped is not None:
             validation.inventory = _InventorySnapshot(shipped[0], shipped[1])  # type: ignore[assignment]
         try:
             result = validation.review(
-                message["review"],
+                orjson.loads(review_bytes),
                 namespace_object=message.get("namespace"),
-                source=message.get("source") or "Original",
-                point=message.get("point") or WEBHOOK_POINT,
                 deadline=message.get("deadline"),
+                review_json=review_bytes.decode(),
                 progress=note,
             )
             answer: dict[str, Any] = {
@@ -364,11 +366,12 @@ class Evaluator:
         """``validation.review(review, ...)`` in a child. Raises :class:`CutOff` (with the reason) when
         ``deadline`` (a ``time.monotonic()`` value) passes first, :class:`EvaluatorError` when the child fails."""
         child = await self._take(validation, deadline)
-        message: dict[str, Any] = {"review": review, "namespace": namespace_object, "deadline": deadline}
+        message: dict[str, Any] = {"namespace": namespace_object, "deadline": deadline}
         inventory = validation.inventory
         if inventory.version != child.inventory_version:
             message["inventory"] = [inventory.version, inventory.inventory_json()]
-        data = orjson.dumps(message)
+        settings = orjson.dumps(message)
+        data = _HEADER.pack(len(settings)) + settings + orjson.dumps(review)
         wait = None if deadline is None else max(0.0, deadline + _GRACE - time.monotonic())
         try:
             answer = await asyncio.wait_for(self._roundtrip(child, data), wait)
