@@ -27,7 +27,7 @@ import yaml
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
 from bench_validation import EXAMPLE_POLICIES, TEMPLATES, template_doc, write_pods  # noqa: E402
-from harness import REPO, run_measured  # noqa: E402
+from harness import REPO, run_measured, write_results  # noqa: E402
 
 
 def one_constraint(root: Path) -> Path:
@@ -96,13 +96,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"[{min(ops):.0f}-{max(ops):.0f}]  peak RSS MB {statistics.median(mem):5.0f} "
                         f"[{min(mem):.0f}-{max(mem):.0f}]  exit {row['exit_codes']}"
                     )
-    out = BENCH_DIR / "results"
-    out.mkdir(exist_ok=True)
-    import time
-
-    path = out / f"cli-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(results, indent=2))
-    print(f"results: {path}")
+    write_results("cli", results)
     return 0
 
 

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import workload  # noqa: E402
 from bench_validation import HTTPS_CONSTRAINTS, policy_docs  # noqa: E402
-from harness import REPO, Server, free_port, run_loadgen, tree_pss_mb  # noqa: E402
+from harness import REPO, Server, free_port, run_loadgen, tree_pss_mb, write_results  # noqa: E402
 
 from mutator.webhook.admission import review_for  # noqa: E402
 
@@ -167,10 +167,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{row['cpu_ms']:.2f} | {row['pss_mb']:.0f} |"
         )
     cut = cut_off_run(runaways, duration=max(8.0, runaways * 1.2 + 2))
-    out = REPO / "bench" / "results" / f"isolation-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"runs": runs, "summary": summary, "cut_off": cut}, indent=2))
-    print(f"\nwrote {out.relative_to(REPO)}")
+    write_results("isolation", {"runs": runs, "summary": summary, "cut_off": cut})
     return 0
 
 

@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import workload  # noqa: E402
-from harness import REPO, Server, free_port, proc_memory_mb, run_loadgen, run_measured, tree_pss_mb  # noqa: E402
+from harness import REPO, Server, free_port, proc_memory_mb, run_loadgen, run_measured, tree_pss_mb, write_results  # noqa: E402
 
 from mutator.policy import build_policy_set  # noqa: E402
 from mutator.resources import Document  # noqa: E402
@@ -384,11 +384,7 @@ def main(argv: list[str] | None = None) -> int:
             f"mutator verify {LIBRARY}/...: {v['suites']} suites, {v['wall_s']:.2f} s wall, "
             f"peak RSS {v['peak_rss_mb']:.0f} MB, exit {v['exit_code']}: {v['summary']}"
         )
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    path = out / f"validation-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(results, indent=2))
-    print(f"results: {path}")
+    write_results("validation", results)
     return 0
 
 

@@ -21,7 +21,6 @@ Prints a table and writes bench/results/yaml-<timestamp>.json.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Callable
@@ -35,6 +34,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 sys.path.insert(0, str(BENCH_DIR))
 import workload  # noqa: E402
+from harness import write_results  # noqa: E402
 
 from mutator.resources import as_json  # noqa: E402
 
@@ -215,11 +215,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"    {k}: {v}")
         for e in r["corpus"]["examples"][:3]:
             print(f"    e.g. {e}")
-    out = BENCH_DIR / "results"
-    out.mkdir(exist_ok=True)
-    path = out / f"yaml-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps({"pod_bytes": len(pod_yaml), "stream_bytes": len(stream), "loaders": rows}, indent=2))
-    print(f"results: {path}")
+    write_results("yaml", {"pod_bytes": len(pod_yaml), "stream_bytes": len(stream), "loaders": rows})
     return 0
 
 

@@ -6,6 +6,7 @@ Used by bench_mutation.py (``/v1/mutate``) and bench_validation.py (``/v1/admit`
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -21,6 +22,16 @@ import orjson
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
+
+
+def write_results(kind: str, results: Any) -> Path:
+    """``bench/results/<kind>-<timestamp>.json`` (gitignored), printed; its path is returned."""
+    out = BENCH_DIR / "results"
+    out.mkdir(exist_ok=True)
+    path = out / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(results, indent=2))
+    print(f"results: {path.relative_to(REPO)}")
+    return path
 
 
 def free_port() -> int:
